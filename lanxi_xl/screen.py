@@ -1,0 +1,172 @@
+"""Screening a returned file before any spreadsheet library opens it.
+
+Returned declarations come from anyone: some are broken, a few are hostile. This
+module looks at the bytes and the zip directory only — it never decompresses more
+than a bounded amount and never parses XML with entities — and says whether the file
+is a workbook we may open, or what it is instead (CSV renamed .xlsx, legacy .xls,
+an encrypted workbook, a zip bomb…). Flags (macros, external links) are reported
+without refusing the file: nothing in it is ever run or followed.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LanxiError
+
+# Generous for a declaration form (a few hundred KB), small enough for a batch.
+MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_ENTRIES = 1000
+MAX_TOTAL_UNCOMPRESSED = 100 * 1024 * 1024
+MAX_PART_UNCOMPRESSED = 30 * 1024 * 1024
+MAX_RATIO = 200  # deflate reaches ~1000 only on pathological input
+RATIO_MIN_SIZE = 1024 * 1024  # tiny parts may compress well legitimately
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ZIP_MAGIC = b"PK\x03\x04"
+ENCRYPTION_MARKER = "EncryptionInfo".encode("utf-16-le")
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+    severity: str = "error"  # error: the file is not read; warning: read, but flagged
+
+
+@dataclass(frozen=True)
+class Screening:
+    path: Path
+    kind: str  # xlsx | xlsm | xls | encrypted | csv | zip | empty | unknown
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def readable(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def flags(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "warning")
+
+
+class ScreeningError(LanxiError):
+    """Raised by :func:`read_part` when a part turns out larger than it declared."""
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = head.decode("gb18030")
+        except UnicodeDecodeError:
+            return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return printable >= 0.95 * max(len(text), 1)
+
+
+def screen(path: str | Path) -> Screening:
+    """What ``path`` is and whether it is safe to open as a declaration workbook."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        return Screening(path, "unknown", (Problem("FILE_UNREADABLE", f"无法读取文件：{exc.strerror or exc}"),))
+    if size == 0:
+        return Screening(path, "empty", (Problem("EMPTY_FILE", "文件为空（0字节），请重新保存申报表后再提交"),))
+    if size > MAX_FILE_BYTES:
+        return Screening(
+            path, "unknown",
+            (Problem("FILE_TOO_LARGE", f"文件过大（{size // 1024 // 1024}MB），申报表不应超过{MAX_FILE_BYTES // 1024 // 1024}MB"),),
+        )
+    if head.startswith(OLE_MAGIC):
+        return _screen_ole(path)
+    if not head.startswith(ZIP_MAGIC):
+        if _looks_like_text(head):
+            return Screening(
+                path, "csv",
+                (Problem("NOT_A_WORKBOOK", "文件是文本（如CSV）而不是Excel工作簿，只是扩展名为.xlsx；请用下发的申报表填写后另存为.xlsx"),),
+            )
+        return Screening(path, "unknown", (Problem("NOT_A_WORKBOOK", "文件不是Excel工作簿（.xlsx），请用下发的申报表填写"),))
+    return _screen_zip(path, size)
+
+
+def _screen_ole(path: Path) -> Screening:
+    with path.open("rb") as fh:
+        data = fh.read(MAX_FILE_BYTES)
+    if ENCRYPTION_MARKER in data:
+        return Screening(
+            path, "encrypted",
+            (Problem("ENCRYPTED_WORKBOOK", "工作簿设置了打开密码，无法审核；请取消密码（文件→信息→保护工作簿）后重新提交"),),
+        )
+    return Screening(
+        path, "xls",
+        (Problem("LEGACY_XLS", "文件是旧版Excel 97-2003格式（.xls），请使用下发的.xlsx申报表填写"),),
+    )
+
+
+def _screen_zip(path: Path, size: int) -> Screening:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return Screening(
+            path, "unknown",
+            (Problem("CORRUPT_WORKBOOK", "文件已损坏或不完整（可能下载或传输中断），请重新保存后提交"),),
+        )
+    problems: list[Problem] = []
+    if len(infos) > MAX_ENTRIES:
+        return Screening(path, "zip", (Problem("ZIP_TOO_MANY_ENTRIES", f"文件包含{len(infos)}个部件，超出申报表的合理范围"),))
+    total = sum(i.file_size for i in infos)
+    if total > MAX_TOTAL_UNCOMPRESSED:
+        return Screening(path, "zip", (Problem("ZIP_BOMB", "文件解压后体积异常巨大（疑似压缩炸弹），已拒绝打开"),))
+    for info in infos:
+        if info.file_size > MAX_PART_UNCOMPRESSED:
+            return Screening(path, "zip", (Problem("SHEET_TOO_LARGE", f"部件 {info.filename} 过大，申报表不应包含如此多的数据"),))
+        if info.file_size >= RATIO_MIN_SIZE and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            return Screening(path, "zip", (Problem("ZIP_BOMB", "文件压缩比异常（疑似压缩炸弹），已拒绝打开"),))
+        if info.flag_bits & 0x1:
+            return Screening(path, "encrypted", (Problem("ENCRYPTED_WORKBOOK", "文件内容已加密，无法审核"),))
+    names = {i.filename for i in infos}
+    if "[Content_Types].xml" not in names or not any(n.startswith("xl/workbook.") for n in names):
+        return Screening(path, "zip", (Problem("NOT_A_WORKBOOK", "文件是压缩包而不是Excel工作簿，请使用下发的.xlsx申报表"),))
+    kind = "xlsx"
+    with zipfile.ZipFile(path) as zf:
+        for info in infos:
+            if info.filename.endswith((".xml", ".rels", ".vml")):
+                # DOCTYPE can only appear in the prolog: a short read decides it.
+                try:
+                    with zf.open(info) as part:
+                        prolog = part.read(1024)
+                except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+                    return Screening(path, kind, (Problem("CORRUPT_WORKBOOK", "文件已损坏或不完整，请重新保存后提交"),))
+                if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
+                    return Screening(
+                        path, kind, (Problem("XML_ENTITIES", f"部件 {info.filename} 含有XML实体声明（可能是恶意文件），已拒绝打开"),)
+                    )
+        content_types = _read_bounded(zf, "[Content_Types].xml", 1024 * 1024)
+    if "xl/vbaProject.bin" in names or b"macroEnabled" in content_types:
+        kind = "xlsm"
+        problems.append(Problem("MACRO_PRESENT", "文件包含宏（VBA），系统不会运行宏；请使用不含宏的.xlsx申报表", "warning"))
+    if any(n.startswith("xl/externalLinks/") for n in names):
+        problems.append(Problem("EXTERNAL_LINKS", "文件含有指向其他工作簿的外部链接，链接不会被读取或更新", "warning"))
+    return Screening(path, kind, tuple(problems))
+
+
+def _read_bounded(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A part's bytes, refusing to decompress more than ``limit`` whatever its header says."""
+    with zf.open(name) as part:
+        data = part.read(limit + 1)
+    if len(data) > limit:
+        raise ScreeningError("PART_TOO_LARGE", f"部件 {name} 解压后超过{limit}字节，已停止读取")
+    return data
+
+
+def read_part(path: str | Path, name: str, limit: int = MAX_PART_UNCOMPRESSED) -> bytes:
+    """One zip part of a screened file, with decompression capped at ``limit`` bytes."""
+    with zipfile.ZipFile(path) as zf:
+        return _read_bounded(zf, name, limit)
