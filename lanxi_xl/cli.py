@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -43,10 +44,8 @@ def add_calc(sub: Any) -> None:
         if ns.target.upper().startswith("LANXI"):
             from . import udfs  # the Excel functions; imported only for this form
 
-            if ns.explain:
-                print(udfs.explain_by_name(ns.target, list(ns.values)))
-            else:
-                print(udfs.call_by_name(ns.target, list(ns.values)))
+            result = (udfs.explain_by_name if ns.explain else udfs.call_by_name)(ns.target, list(ns.values))
+            print("" if result is None else result)  # a blank input gives a blank answer, as in Excel
             return 0
         from .rules import compute
 
@@ -99,9 +98,136 @@ def describe_policy(policy: Policy) -> str:
     return "\n".join(lines)
 
 
+def add_review(sub: Any) -> None:
+    text = "审核一个文件夹中交回的申报：登记到台账数据库，按跨申报、跨年度规则核定，并导出台账"
+    parser = sub.add_parser("review", help=text, description=text)
+    parser.add_argument("folder", help="申报文件所在的文件夹（.json；接入工作簿检查后也读 .xlsx）")
+    parser.add_argument("--year", required=True, help="审核年度，如 2023")
+    parser.add_argument("--db", default=None, help="台账数据库文件（默认：环境变量 LANXI_XL_DB 或 ./lanxi-registry.sqlite）")
+    parser.add_argument("-o", "--output", help="台账工作簿（默认：兰溪电商奖励台账-年度.xlsx）")
+
+    def run(ns: argparse.Namespace) -> int:
+        from .ledger import write_ledger
+        from .registry import default_db_path, open_registry
+        from .review import format_review, ledger_data, review_folder
+
+        db = ns.db or default_db_path()
+        result = review_folder(ns.folder, ns.year, db)
+        out = ns.output or f"兰溪电商奖励台账-{result.year}.xlsx"
+        with open_registry(db) as reg:
+            path = write_ledger(ledger_data(reg, result.year), out)
+        print(format_review(result))
+        print(f"台账：{path}")
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def add_ledger(sub: Any) -> None:
+    text = "从台账数据库导出某一年度的台账工作簿（不重新审核）"
+    parser = sub.add_parser("ledger", help=text, description=text)
+    parser.add_argument("--year", required=True, help="年度，如 2023")
+    parser.add_argument("--db", default=None, help="台账数据库文件（默认：环境变量 LANXI_XL_DB 或 ./lanxi-registry.sqlite）")
+    parser.add_argument("-o", "--output", help="台账工作簿（默认：兰溪电商奖励台账-年度.xlsx）")
+
+    def run(ns: argparse.Namespace) -> int:
+        from .ledger import write_ledger
+        from .policy import parse_year
+        from .registry import default_db_path, open_registry
+        from .review import ledger_data
+
+        year = parse_year(ns.year)
+        with open_registry(ns.db or default_db_path()) as reg:
+            path = write_ledger(ledger_data(reg, year), ns.output or f"兰溪电商奖励台账-{year}.xlsx")
+        print(f"台账：{path}")
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def add_history(sub: Any) -> None:
+    text = "历史发放记录：lanxi-xl history import 文件.xlsx|.csv，使跨年度规则计入系统启用前已发放的奖励"
+    parser = sub.add_parser("history", help=text, description=text)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="操作")
+    imp = actions.add_parser("import", help="导入历史发放记录（全部导入或全部不导入）")
+    imp.add_argument("file", help="含表头 统一社会信用代码、企业名称、年度、条款、金额（可选：称号/级别、备注）的 .xlsx 或 .csv")
+    imp.add_argument("--db", default=None, help="台账数据库文件（默认：环境变量 LANXI_XL_DB 或 ./lanxi-registry.sqlite）")
+
+    def run(ns: argparse.Namespace) -> int:
+        from .history import import_history
+        from .registry import default_db_path
+
+        result = import_history(ns.file, ns.db or default_db_path())
+        if result.already_imported:
+            print(f"{result.file_name} 此前已导入，未重复导入。")
+            return 0
+        skipped = result.rows_read - result.rows_added
+        print(f"已导入 {result.file_name}：{result.rows_added} 行" + (f"（另有 {skipped} 行此前已导入，跳过）" if skipped else ""))
+        if result.years_redecided:
+            years = "、".join(map(str, result.years_redecided))
+            print(f"已按历史记录重新核定 {years} 年度；请用 lanxi-xl ledger --year 年度 重新导出台账。")
+        return 0
+
+    imp.set_defaults(run=run)
+
+
+def add_templates(sub: Any) -> None:
+    text = "重新生成申报表 JSON Schema（schemas/）与申报表、计算器工作簿（templates/）"
+    parser = sub.add_parser("templates", help=text, description=text)
+    parser.add_argument("--out", default=".", help="输出目录（在其下写 schemas/ 和 templates/，默认当前目录）")
+
+    def run(ns: argparse.Namespace) -> int:
+        from .templates import generate  # openpyxl only for this command
+
+        for path in generate(ns.out):
+            print(path)
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def add_fill(sub: Any) -> None:
+    text = "把 JSON 申报数据写入申报表（免申即享）：lanxi-xl fill 8 data.json -o 申报表.xlsx"
+    parser = sub.add_parser("fill", help=text, description=text)
+    parser.add_argument("article", help="条款（1至13），或 all 表示综合申报表")
+    parser.add_argument("data", help="JSON 申报数据文件（须符合该条款的 JSON Schema）")
+    parser.add_argument("-o", "--output", required=True, help="输出的 .xlsx 文件")
+
+    def run(ns: argparse.Namespace) -> int:
+        from .templates import fill, load_json
+
+        path = fill(ns.article, load_json(ns.data), ns.output)
+        print(f"已写入 {path}")
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def add_serve(sub: Any) -> None:
+    text = "启动 xlwings Server（Office.js 加载项，Excel 网页版/Mac/Windows），默认只监听本机 127.0.0.1"
+    parser = sub.add_parser("serve", help=text, description=text)
+    parser.add_argument("--host", default="127.0.0.1", help="监听地址（默认 127.0.0.1）")
+    parser.add_argument("--port", type=int, default=8000, help="端口（默认 8000）")
+    parser.add_argument("--ssl-certfile", help="HTTPS 证书（Excel 要求加载项使用 https）")
+    parser.add_argument("--ssl-keyfile", help="HTTPS 私钥")
+    parser.add_argument("--public-url", help="反向代理后的对外 https 地址，用于生成 manifest.xml")
+
+    def run(ns: argparse.Namespace) -> int:
+        try:
+            from .server import serve
+        except ImportError as exc:  # the optional [server] extra is not installed
+            raise LanxiError(
+                "SERVER_EXTRA_MISSING", f"缺少服务器组件（{exc.name}），请先执行：pip install \"lanxi-xl[server]\""
+            ) from None
+        serve(ns.host, ns.port, ns.ssl_certfile, ns.ssl_keyfile, ns.public_url)
+        return 0
+
+    parser.set_defaults(run=run)
+
+
 # Each adds one subcommand to the parser; later layers (templates, check, review,
 # serve, demo) append theirs here.
-SUBCOMMANDS: list[Adder] = [add_calc, add_policy]
+SUBCOMMANDS: list[Adder] = [add_calc, add_policy, add_review, add_history, add_ledger, add_templates, add_fill]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LanxiError as exc:
         print(f"错误 [{exc.code}]：{exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - silence the flush at exit
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

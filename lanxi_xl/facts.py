@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import InputError
 from .money import to_decimal
-from .policy import Clause, Disqualification, FactSpec, Policy
+from .policy import Clause, FactSpec, Policy
 
 TRUE_WORDS = frozenset({"是", "有", "y", "yes", "true", "1", "√", "✓"})
 FALSE_WORDS = frozenset({"否", "无", "没有", "n", "no", "false", "0", "×"})
@@ -139,18 +139,16 @@ def coerce_all(specs: Mapping[str, FactSpec], raw: Mapping[str, object]) -> dict
     return values
 
 
-def disqualification_specs(policy: Policy) -> dict[str, FactSpec]:
+def disqualification_specs(policy: Policy) -> Mapping[str, FactSpec]:
     """Art. 15 answers as optional facts: absent means the enterprise declared none."""
-    return {d.name: _dq_spec(d) for d in policy.disqualifications}
-
-
-def _dq_spec(d: Disqualification) -> FactSpec:
-    return FactSpec(name=d.name, label=d.label, type=d.type, unit="比例" if d.type == "rate" else "")
+    return policy.disqualification_facts
 
 
 def split_facts(policy: Policy, clause: Clause, raw: Mapping[str, object]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Coerce ``raw`` into (clause facts, art. 15 answers that were given)."""
     dq_specs = disqualification_specs(policy)
+    if not any(k in dq_specs for k in raw):
+        return coerce_all(clause.facts, raw), {}
     own = {k: v for k, v in raw.items() if k not in dq_specs}
     answers = {k: coerce(dq_specs[k], v) for k, v in raw.items() if k in dq_specs and not is_blank(v)}
     return coerce_all(clause.facts, own), answers

@@ -153,6 +153,8 @@ class Policy:
     overlap_text: str
     overlap_groups: tuple[OverlapGroup, ...]
     source: str
+    # Art. 15 answers as optional facts (absent = none declared); built once per load.
+    disqualification_facts: Mapping[str, FactSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     def clause(self, clause_id: str) -> Clause:
         try:
@@ -347,6 +349,9 @@ def _build(path: Path, raw: Mapping[str, Any]) -> Policy:
             OverlapGroup(g["id"], g["label"], tuple(g["clauses"]), g.get("interpretation")) for g in ov["groups"]
         ),
         source=str(path),
+        disqualification_facts=MappingProxyType(
+            {d.name: FactSpec(d.name, d.label, d.type, "比例" if d.type == "rate" else "") for d in disqualifications}
+        ),
     )
     _check_references(path, raw, policy)
     return policy
@@ -515,6 +520,10 @@ def parse_year(year: object) -> int:
 
 def current_policy(today: dt.date | None = None) -> Policy:
     """The policy in force on ``today`` (the newest one that has taken effect)."""
-    today = today or dt.date.today()
+    return _policy_on(today or dt.date.today())
+
+
+@cache
+def _policy_on(today: dt.date) -> Policy:
     in_force = [p for p in all_policies() if p.effective_from <= today]
     return in_force[-1] if in_force else all_policies()[0]

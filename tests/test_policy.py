@@ -163,7 +163,14 @@ def test_no_award_figure_in_python_code() -> None:
     for path in sorted((ROOT / "lanxi_xl").rglob("*.py")):
         tokens = tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline)
         for tok in tokens:
-            if tok.type == tokenize.NUMBER and Decimal(tok.string.replace("_", "")) in figures:
+            if tok.type != tokenize.NUMBER:
+                continue
+            literal = tok.string.replace("_", "").lower()
+            try:
+                value = Decimal(int(literal, 0)) if literal[:2] in ("0x", "0o", "0b") else Decimal(literal.rstrip("j"))
+            except ArithmeticError:
+                continue
+            if value in figures:
                 offenders.append(f"{path.name}:{tok.start[0]} {tok.string}")
     assert not offenders, offenders
 
