@@ -225,9 +225,27 @@ def add_serve(sub: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def add_demo(sub: Any) -> None:
+    text = "演示：为约50家虚构企业生成两个年度的申报表（含错误和可疑文件），检查、审核、写出台账和标注副本"
+    parser = sub.add_parser("demo", help=text, description=text)
+    parser.add_argument("--out", default="lanxi-demo", help="输出文件夹（默认 ./lanxi-demo）")
+    parser.add_argument("--seed", type=int, default=2022, help="随机种子（默认 2022，结果可重现）")
+    parser.add_argument("--enterprises", type=int, default=50, help="虚构企业数量（默认 50）")
+
+    def run(ns: argparse.Namespace) -> int:
+        from .demo import run as run_demo
+
+        run_demo(ns.out, ns.seed, ns.enterprises)
+        return 0
+
+    parser.set_defaults(run=run)
+
+
 # Each adds one subcommand to the parser; later layers (templates, check, review,
 # serve, demo) append theirs here.
-SUBCOMMANDS: list[Adder] = [add_calc, add_policy, add_review, add_history, add_ledger, add_templates, add_fill]
+SUBCOMMANDS: list[Adder] = [
+    add_calc, add_policy, add_templates, add_fill, add_review, add_ledger, add_history, add_serve, add_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,241 @@
+"""Sample declarations and sample bad files, for the demo and the tests.
+
+* Declarations (JSON instances of the forms' schemas) stating given engine facts: a
+  declaration states some facts as detail-table rows (art. 3 leases, art. 9
+  trademarks, …), so the facts become the rows that add up to exactly them, by the
+  form spec's own aggregation rules (``derived``), plus placeholders for the columns
+  that do not enter the computation.
+* Broken and hostile files of every kind the checker must survive (made on demand,
+  never shipped as binaries).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .facts import coerce, disqualification_specs
+from .forms import ArticleForm, Field, credit_code_check_char, load_model
+from .policy import Clause
+
+MODEL = load_model()
+POLICY = MODEL.policy
+DQ_NAMES = {d.name for d in POLICY.disqualifications}
+
+
+def credit_code(n: int = 1) -> str:
+    base = f"91330781MA{n:07d}"
+    return base + (credit_code_check_char(base) or "")
+
+
+def common(year: int = 2023, answers: Mapping[str, Any] | None = None, n: int = 1) -> dict[str, Any]:
+    """A complete common part; art. 15 answers default to “none” and a 90% pension rate."""
+    attestations: dict[str, Any] = {d.name: False for d in POLICY.disqualifications if d.type == "bool"}
+    attestations.update({d.name: 0.9 for d in POLICY.disqualifications if d.type != "bool"})
+    attestations.update(answers or {})
+    return {
+        "enterprise_name": f"兰溪测试电子商务有限公司{n}号",
+        "credit_code": credit_code(n),
+        "contact": "张三",
+        "mobile": "13800000000",
+        "year": year,
+        "bank_account_name": f"兰溪测试电子商务有限公司{n}号",
+        "bank_name": "浙江兰溪农村商业银行城区支行",
+        "bank_account": "201000123456789",
+        "attestations": attestations,
+    }
+
+
+def json_value(spec: Any, raw: Any) -> Any:
+    """A case's raw fact as the JSON instance holds it (choice keys, booleans, plain numbers)."""
+    value = coerce(spec, raw)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def placeholder(f: Field, n: int) -> Any:
+    if f.type == "date":
+        return dt.date(2023, 5, 1 + n % 28).isoformat()
+    if f.type == "text":
+        return f"{f.label}{n + 1}"
+    if f.type == "choice":
+        return f.options[0].key
+    raise AssertionError(f"no placeholder for {f.key} ({f.type})")
+
+
+def article_data(art: ArticleForm, clause: Clause, facts: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for f in art.fields:
+        if f.clause == clause.id and f.fact in facts:
+            data[f.key] = json_value(clause.facts[f.fact], facts[f.fact])
+    for t in art.tables:
+        if t.items:
+            if t.items not in clause.facts:
+                continue
+            spec = clause.facts[t.items]
+            rows = []
+            for n, entry in enumerate(facts.get(t.items, ())):
+                entry = entry if isinstance(entry, Mapping) else {next(iter(spec.items)): entry}
+                row = {k: json_value(spec.items[k], v) for k, v in entry.items()}
+                for c in t.columns:
+                    if c.required and c.key not in row:
+                        row[c.key] = placeholder(c, n)
+                rows.append(row)
+            data[t.key] = rows
+            continue
+        derived = [d for d in art.derived if d.table == t.key and d.clause == clause.id]
+        if not derived:
+            continue
+        # One row per distinct `where` (e.g. office / storage); `max` facts go on every row.
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for d in derived:
+            if d.kind != "sum":
+                continue
+            key = tuple((k, v[0]) for k, v in sorted(d.where.items()))
+            row = groups.setdefault(key, dict(key))
+            row[d.column] = json_value(clause.facts[d.fact], facts[d.fact])
+        rows = list(groups.values())
+        for d in derived:
+            if d.kind == "max":
+                for row in rows:
+                    row[d.column] = json_value(clause.facts[d.fact], facts[d.fact])
+        for n, row in enumerate(rows):
+            for c in t.columns:
+                if c.required and c.key not in row:
+                    row[c.key] = placeholder(c, n)
+        data[t.key] = data.get(t.key, []) + rows
+    return data
+
+
+def instance_for(clause_id: str, facts: Mapping[str, Any], year: int = 2023, n: int = 1) -> dict[str, Any]:
+    """A single-article declaration whose facts (after the form's aggregation) are ``facts``."""
+    clause = POLICY.clause(clause_id)
+    art = MODEL.article(clause.article)
+    own = {k: v for k, v in facts.items() if k not in DQ_NAMES}
+    answers = {k: json_value(_dq_spec(k), v) for k, v in facts.items() if k in DQ_NAMES}
+    return {
+        "policy": POLICY.key,
+        "template_version": MODEL.template_version,
+        "common": common(year, answers, n),
+        "articles": {art.key: article_data(art, clause, own)},
+    }
+
+
+def _dq_spec(name: str) -> Any:
+    return disqualification_specs(POLICY)[name]
+
+
+
+# --- broken and hostile files ---------------------------------------------------------
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(b'<!ENTITY lol%d "%s">' % (i, b"&lol%d;" % (i - 1) * 10 if i > 1 else b"&lol;" * 10) for i in range(1, 10))
+    + b']>\n<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">&lol9;</workbook>'
+)
+
+
+def minimal_workbook(path: Path) -> Path:
+    import openpyxl  # only the file makers need it
+
+    wb = openpyxl.Workbook()
+    wb.active["A1"] = "申报表"
+    wb.save(path)
+    return path
+
+
+def rewrite_zip(src: Path, dst: Path, replace: dict[str, bytes] | None = None, add: dict[str, bytes] | None = None) -> Path:
+    replace, add = replace or {}, add or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, replace.get(item.filename, zin.read(item.filename)))
+        for name, data in add.items():
+            zout.writestr(name, data)
+    return dst
+
+
+def make_all(folder: Path) -> dict[str, Path]:
+    """Every hostile kind of issue #5, by the code the checker must report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = minimal_workbook(folder / "_base.xlsx")
+    files: dict[str, Path] = {}
+
+    p = folder / "not-a-zip.xlsx"
+    p.write_bytes(b"\x00\x01garbage\xff" * 100)
+    files["NOT_A_WORKBOOK:binary"] = p
+
+    p = folder / "csv-renamed.xlsx"
+    p.write_text("企业名称,统一社会信用代码,销售额\n兰溪某公司,91330781MA2XXXXXXX,600000\n", encoding="utf-8")
+    files["NOT_A_WORKBOOK:csv"] = p
+
+    p = folder / "truncated.xlsx"
+    data = base.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    files["CORRUPT_WORKBOOK"] = p
+
+    p = folder / "empty.xlsx"
+    p.write_bytes(b"")
+    files["EMPTY_FILE"] = p
+
+    p = folder / "legacy.xls"
+    p.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504 + "Workbook".encode("utf-16-le") + b"\x00" * 2000)
+    files["LEGACY_XLS"] = p
+
+    p = folder / "encrypted.xlsx"
+    p.write_bytes(
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504
+        + "EncryptionInfo".encode("utf-16-le") + b"\x00" * 64 + "EncryptedPackage".encode("utf-16-le") + b"\x00" * 2000
+    )
+    files["ENCRYPTED_WORKBOOK"] = p
+
+    # A zip bomb: one part of 200 MB of zeros compresses to ~200 KB.
+    p = folder / "zip-bomb.xlsx"
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+        with zout.open("xl/media/bomb.bin", "w", force_zip64=True) as fh:
+            chunk = b"\x00" * (1024 * 1024)
+            for _ in range(200):
+                fh.write(chunk)
+    files["ZIP_BOMB"] = p
+
+    p = folder / "many-entries.xlsx"
+    rewrite_zip(base, p, add={f"xl/media/x{i}.bin": b"" for i in range(1500)})
+    files["ZIP_TOO_MANY_ENTRIES"] = p
+
+    p = folder / "entity-bomb.xlsx"
+    rewrite_zip(base, p, replace={"xl/workbook.xml": BILLION_LAUGHS})
+    files["XML_ENTITIES"] = p
+
+    p = folder / "macro.xlsm"
+    rewrite_zip(base, p, add={"xl/vbaProject.bin": b"\xd0\xcf\x11\xe0fake-vba"})
+    files["MACRO_PRESENT"] = p
+
+    p = folder / "external-links.xlsx"
+    rewrite_zip(base, p, add={"xl/externalLinks/externalLink1.xml": b'<?xml version="1.0"?><externalLink/>'})
+    files["EXTERNAL_LINKS"] = p
+
+    p = folder / "plain.zip.xlsx"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("readme.txt", "not a workbook")
+    files["NOT_A_WORKBOOK:zip"] = p
+
+    p = folder / "huge-sheet.xlsx"
+    big = io.BytesIO()
+    big.write(b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>')
+    row = b'<row r="%d"><c r="A%d" t="n"><v>1</v></c></row>'
+    n = 1
+    while big.tell() < 40 * 1024 * 1024:
+        big.write(row % (n, n))
+        n += 1
+    big.write(b"</sheetData></worksheet>")
+    rewrite_zip(base, p, replace={"xl/worksheets/sheet1.xml": big.getvalue()})
+    files["SHEET_TOO_LARGE"] = p
+    base.unlink()
+    return files
