@@ -38,6 +38,7 @@ import referencing
 import referencing.jsonschema
 import yaml
 
+from . import credit_code
 from .errors import InputError, LanxiError
 from .money import format_rate, to_decimal
 from .policy import NUMERIC_TYPES, Clause, FactSpec, Policy, all_policies
@@ -50,9 +51,9 @@ FORM_TYPES = POLICY_TYPES | {"text", "date", "credit_code", "mobile", "year"}
 YES, NO = "是", "否"
 
 # GB 32100-2015 统一社会信用代码: 31 characters (no I, O, S, V, Z); weights 3^i mod 31.
-CREDIT_CODE_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-CREDIT_CODE_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-CREDIT_CODE_PATTERN = "^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
+CREDIT_CODE_CHARS = credit_code.CHARS
+CREDIT_CODE_WEIGHTS = credit_code.WEIGHTS
+CREDIT_CODE_PATTERN = credit_code.PATTERN
 MOBILE_PATTERN = "^1[3-9][0-9]{9}$"
 DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 CREDIT_CODE_FORMAT = "gb32100-credit-code"
@@ -601,21 +602,8 @@ class _Builder:
 # --- GB 32100-2015 -------------------------------------------------------------------
 
 
-def credit_code_check_char(code17: str) -> str | None:
-    """The 18th character for the first 17 of a 统一社会信用代码 (None: bad character)."""
-    total = 0
-    for ch, w in zip(code17, CREDIT_CODE_WEIGHTS):
-        pos = CREDIT_CODE_CHARS.find(ch)
-        if pos < 0:
-            return None
-        total += pos * w
-    return CREDIT_CODE_CHARS[(31 - total % 31) % 31]
-
-
-def is_credit_code(value: object) -> bool:
-    if not isinstance(value, str) or not re.fullmatch(CREDIT_CODE_PATTERN, value):
-        return False
-    return credit_code_check_char(value[:17]) == value[17]
+credit_code_check_char = credit_code.check_char
+is_credit_code = credit_code.is_valid
 
 
 # --- JSON Schemas --------------------------------------------------------------------

@@ -30,6 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from . import credit_code
 from .errors import InputError, LanxiError
 from .money import FEN, round_money
 
@@ -316,40 +317,12 @@ def fingerprint(claim: Claim) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-# 统一社会信用代码 (GB 32100-2015): 18 characters, the last one a check character.
-_CODE_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-_CODE_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-
-
-def credit_code_check_char(first17: str) -> str:
-    total = sum(_CODE_CHARS.index(c) * w for c, w in zip(first17, _CODE_WEIGHTS))
-    return _CODE_CHARS[(len(_CODE_CHARS) - total % len(_CODE_CHARS)) % len(_CODE_CHARS)]
+def credit_code_check_char(first17: str) -> str | None:
+    return credit_code.check_char(first17)
 
 
 def normalize_credit_code(raw: object) -> str:
-    """The code in its canonical form (upper case, no spaces), or InputError.
-
-    The check character is verified: a mistyped code would otherwise become a second
-    enterprise and escape the once-only and yearly-cap rules.
-    """
-    text = "" if raw is None else str(raw).strip().replace(" ", "").upper()
-    if not text:
-        raise InputError("CREDIT_CODE_MISSING", "缺少统一社会信用代码", field="credit_code")
-    if len(text) != 18 or any(c not in _CODE_CHARS for c in text):
-        raise InputError(
-            "CREDIT_CODE_INVALID",
-            f"统一社会信用代码应为18位数字或大写字母（不含I、O、Z、S、V），收到“{raw}”",
-            field="credit_code",
-            value=raw,
-        )
-    if credit_code_check_char(text[:17]) != text[17]:
-        raise InputError(
-            "CREDIT_CODE_CHECKSUM",
-            f"统一社会信用代码“{text}”的校验位不正确，请核对是否填错",
-            field="credit_code",
-            value=raw,
-        )
-    return text
+    return credit_code.normalize(raw)
 
 
 # --- the registry ------------------------------------------------------------------------
