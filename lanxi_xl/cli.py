@@ -101,7 +101,7 @@ def describe_policy(policy: Policy) -> str:
 def add_review(sub: Any) -> None:
     text = "审核一个文件夹中交回的申报：登记到台账数据库，按跨申报、跨年度规则核定，并导出台账"
     parser = sub.add_parser("review", help=text, description=text)
-    parser.add_argument("folder", help="申报文件所在的文件夹（.json；接入工作簿检查后也读 .xlsx）")
+    parser.add_argument("folder", help="申报文件所在的文件夹（交回的 .xlsx/.xlsm 申报表，以及 .json 申报数据）")
     parser.add_argument("--year", required=True, help="审核年度，如 2023")
     parser.add_argument("--db", default=None, help="台账数据库文件（默认：环境变量 LANXI_XL_DB 或 ./lanxi-registry.sqlite）")
     parser.add_argument("-o", "--output", help="台账工作簿（默认：兰溪电商奖励台账-年度.xlsx）")
@@ -241,10 +241,76 @@ def add_demo(sub: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def add_check(sub: Any) -> None:
+    text = "检查交回的申报表：逐个单元格列出错误、计算奖励；可批量检查文件夹，恶意或损坏的文件不会中断批次"
+    parser = sub.add_parser("check", help=text, description=text)
+    parser.add_argument("paths", nargs="+", metavar="FILE_OR_DIR",
+                        help="申报表文件或文件夹（文件夹中的 .xlsx/.xlsm/.xls，含子文件夹）")
+    parser.add_argument("--json", action="store_true", help="以 JSON 输出（每个文件一个对象的列表）")
+    parser.add_argument("--annotate", metavar="OUT_DIR",
+                        help="在此文件夹生成批注副本：错误单元格标红并附批注，另加“审核意见”工作表")
+    parser.add_argument("--explain", action="store_true", help="打印每项奖励的中文计算过程")
+
+    def run(ns: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from . import intake
+
+        paths = [Path(p) for p in ns.paths]
+        for p in paths:
+            if not p.exists():
+                raise InputError("PATH_NOT_FOUND", f"找不到文件或文件夹：{p}", path=str(p))
+        out = Path(ns.annotate) if ns.annotate else None
+        bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+        made = 0
+
+        def progress(done: int, total: int, report: intake.FileReport, copy: Path | None) -> None:
+            nonlocal made
+            made += copy is not None
+            if bar and total > 1:
+                bar.clear()
+            if not ns.json:
+                print(intake.format_report(report, ns.explain), flush=bar is not None)
+            if bar and total > 1:
+                bar.draw(done, total)
+
+        reports = intake.check_paths(paths, out, progress)
+        if bar:
+            bar.clear()
+        if not reports:
+            raise InputError("NO_FILES", "没有找到要检查的申报表（.xlsx、.xlsm、.xls）")
+        if ns.json:
+            print(intake.dumps(reports))
+        else:
+            print(intake.format_summary(reports))
+            if out is not None:
+                print(f"批注副本：{out}（{made}份，错误单元格标红并附批注，另见“审核意见”工作表）")
+        return 0 if all(r.valid for r in reports) else 1
+
+    parser.set_defaults(run=run)
+
+
+class _ProgressBar:
+    """One line on a terminal's stderr: redrawn in place, cleared before other output."""
+
+    def __init__(self, stream: Any, width: int = 30) -> None:
+        self.stream, self.width = stream, width
+
+    def draw(self, done: int, total: int) -> None:
+        filled = self.width * done // max(total, 1)
+        self.stream.write(f"\r检查中 [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+
+
 # Each adds one subcommand to the parser; later layers (templates, check, review,
 # serve, demo) append theirs here.
 SUBCOMMANDS: list[Adder] = [
     add_calc, add_policy, add_templates, add_fill, add_review, add_ledger, add_history, add_serve, add_demo,
+    add_check,
 ]
 
 

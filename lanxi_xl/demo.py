@@ -25,7 +25,7 @@ from typing import Any
 from .errors import LanxiError
 from .forms import credit_code_check_char
 from .policy import Clause
-from .samples import DQ_NAMES, MODEL, POLICY, article_data, common, make_all
+from .samples import DQ_NAMES, MODEL, POLICY, article_data, common, make_all, rewrite_zip
 
 MARKER = ".lanxi-demo"
 YEARS = (2023, 2024)
@@ -224,7 +224,7 @@ def spoil(path: Path, kind: str, instance: Mapping[str, Any]) -> None:
 
 
 SPOILS = ("number_as_text", "bad_credit_code", "missing_field", "formula", "inserted_row")
-HOSTILE = ("CORRUPT_WORKBOOK", "NOT_A_WORKBOOK:csv", "MACRO_PRESENT", "ZIP_BOMB", "XML_ENTITIES", "LEGACY_XLS")
+HOSTILE = ("CORRUPT_WORKBOOK", "NOT_A_WORKBOOK:csv", "ZIP_BOMB", "XML_ENTITIES", "LEGACY_XLS", "ENCRYPTED_WORKBOOK")
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -272,6 +272,17 @@ def generate(out: Path, seed: int = 2022, count: int = 50) -> dict[int, list[Pat
             target, instance = _instance_of(path)
             spoil(path, kind, instance)
         if y_index == 0:
+            # Two real declarations saved with extras the checker flags but still reads:
+            # a macro project (never run) and a link to another workbook (never followed).
+            clean = [p for p in made if p not in victims]
+            macro_src, linked = rng.sample(clean, 2)
+            macro = macro_src.with_suffix(".xlsm")
+            rewrite_zip(macro_src, macro, add={"xl/vbaProject.bin": b"\xd0\xcf\x11\xe0demo-vba"})
+            macro_src.unlink()
+            made[made.index(macro_src)] = macro
+            tmp = linked.with_suffix(".tmp")
+            rewrite_zip(linked, tmp, add={"xl/externalLinks/externalLink1.xml": b'<?xml version="1.0"?><externalLink/>'})
+            tmp.replace(linked)
             hostile_dir = out / "_hostile"
             for label, path in make_all(hostile_dir).items():
                 if label in HOSTILE:

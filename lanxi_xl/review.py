@@ -4,8 +4,8 @@ A review of year Y (``lanxi-xl review DIR --year Y``) does two things:
 
 1. **Record** every declaration found in DIR, each in its own transaction, idempotent by
    the file's SHA-256 (a file seen before is skipped). Where declarations come from is
-   pluggable by file type (:data:`SOURCES`): ``.json`` files in the format below today,
-   returned ``.xlsx`` workbooks once the workbook checker is plugged in.
+   pluggable by file type (:data:`SOURCES`): ``.json`` files in the format below, and
+   returned ``.xlsx``/``.xlsm``/``.xls`` workbooks through the checker (lanxi_xl.intake).
 2. **Decide** year Y from everything recorded for it, in one transaction, in this order
    (docs/registry.md): for each claim in arrival order (declaration, then place in it)
 
@@ -281,9 +281,22 @@ def _schema_problem(e: jsonschema.ValidationError) -> str:
     return f"{where} 不符合格式（{e.validator}）"
 
 
-# Which function turns a file of each type into a CheckedDeclaration. The workbook
-# checker plugs in here: register_source(".xlsx", checked_declaration_from_workbook).
-SOURCES: dict[str, Source] = {".json": read_json_declaration}
+def checked_workbook(path: Path) -> CheckedDeclaration:
+    """A returned workbook, through the checker (imported here: calamine only when needed)."""
+    from .intake import checked_declaration
+
+    return checked_declaration(path)
+
+
+# Which function turns a file of each type into a CheckedDeclaration. Workbooks go
+# through the checker (lanxi_xl.intake); .xls is listed so that a legacy file is
+# recorded with the reason it cannot be read instead of being skipped silently.
+SOURCES: dict[str, Source] = {
+    ".json": read_json_declaration,
+    ".xlsx": checked_workbook,
+    ".xlsm": checked_workbook,
+    ".xls": checked_workbook,
+}
 
 
 def register_source(suffix: str, source: Source) -> None:
@@ -319,10 +332,12 @@ class Folder:
             yield decl
 
 
-def scan_folder(folder: str | Path) -> Folder:
+def scan_folder(folder: str | Path, suffixes: Iterable[str] | None = None) -> Folder:
+    """The files of ``folder`` (recursively, sorted) with a suffix in ``suffixes`` (default: SOURCES)."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError("FOLDER_NOT_FOUND", f"找不到申报文件夹 {root}", path=str(root))
+    wanted = {s.lower() for s in suffixes} if suffixes is not None else set(SOURCES)
     files, skipped = [], []
     for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
         rel = path.relative_to(root).as_posix()
@@ -330,10 +345,10 @@ def scan_folder(folder: str | Path) -> Folder:
             continue
         if path.name.startswith("~$"):  # Excel's lock file of an open workbook
             skipped.append((rel, "Excel 临时锁定文件"))
-        elif path.suffix.lower() in SOURCES:
+        elif path.suffix.lower() in wanted:
             files.append(path)
         else:
-            supported = "、".join(sorted(SOURCES))
+            supported = "、".join(sorted(wanted))
             skipped.append((rel, f"不支持的文件类型（支持：{supported}）"))
     return Folder(root, tuple(files), skipped)
 

@@ -541,7 +541,7 @@ def test_invalid_and_unreadable_declarations_are_recorded_not_paid(tmp_path: Pat
     (folder / "notes.txt").write_text("x", encoding="utf-8")
     result = review(db, folder, 2023)
     assert result.seen == 3 and set(result.invalid) == {"checked-bad.json", "broken.json"}
-    assert result.skipped == (("notes.txt", "不支持的文件类型（支持：.json）"),)
+    assert result.skipped == (("notes.txt", "不支持的文件类型（支持：.json、.xls、.xlsm、.xlsx）"),)
     bad = one(db, 2023, "checked-bad.json", "8")
     assert bad.outcome == "invalid" and "12万" in bad.reason
     typo = one(db, 2023, "typo.json", "8")
