@@ -885,7 +885,7 @@ def check_file(path: Path, model: FormModel | None = None, name: str | None = No
     sha, data = _sha256(path)
     kind = "unknown"
     try:
-        result = screen(path)
+        result = screen(path, data)
         kind = result.kind
         found = _screen_errors(result)
         if not result.readable or data is None:

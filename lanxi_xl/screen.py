@@ -10,7 +10,10 @@ without refusing the file: nothing in it is ever run or followed.
 
 from __future__ import annotations
 
+import io
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +70,20 @@ def _looks_like_text(head: bytes) -> bool:
     return printable >= 0.95 * max(len(text), 1)
 
 
-def screen(path: str | Path) -> Screening:
-    """What ``path`` is and whether it is safe to open as a declaration workbook."""
+def screen(path: str | Path, data: bytes | None = None) -> Screening:
+    """What ``path`` is and whether it is safe to open as a declaration workbook.
+
+    ``data``: the file's bytes when the caller has read them already (a batch reads
+    each file once: hashing, screening and reading share them).
+    """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            head = fh.read(4096)
+        size = path.stat().st_size if data is None else len(data)
+        if data is None:
+            with path.open("rb") as fh:
+                head = fh.read(4096)
+        else:
+            head = data[:4096]
     except OSError as exc:
         return Screening(path, "unknown", (Problem("FILE_UNREADABLE", f"无法读取文件：{exc.strerror or exc}"),))
     if size == 0:
@@ -84,7 +94,7 @@ def screen(path: str | Path) -> Screening:
             (Problem("FILE_TOO_LARGE", f"文件过大（{size // 1024 // 1024}MB），申报表不应超过{MAX_FILE_BYTES // 1024 // 1024}MB"),),
         )
     if head.startswith(OLE_MAGIC):
-        return _screen_ole(path)
+        return _screen_ole(path, data)
     if not head.startswith(ZIP_MAGIC):
         if _looks_like_text(head):
             return Screening(
@@ -92,12 +102,13 @@ def screen(path: str | Path) -> Screening:
                 (Problem("NOT_A_WORKBOOK", "文件是文本（如CSV）而不是Excel工作簿，只是扩展名为.xlsx；请用下发的申报表填写后另存为.xlsx"),),
             )
         return Screening(path, "unknown", (Problem("NOT_A_WORKBOOK", "文件不是Excel工作簿（.xlsx），请用下发的申报表填写"),))
-    return _screen_zip(path, size)
+    return _screen_zip(path, data if data is not None else path)
 
 
-def _screen_ole(path: Path) -> Screening:
-    with path.open("rb") as fh:
-        data = fh.read(MAX_FILE_BYTES)
+def _screen_ole(path: Path, data: bytes | None) -> Screening:
+    if data is None:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES)
     if ENCRYPTION_MARKER in data:
         return Screening(
             path, "encrypted",
@@ -109,15 +120,39 @@ def _screen_ole(path: Path) -> Screening:
     )
 
 
-def _screen_zip(path: Path, size: int) -> Screening:
+def _screen_zip(path: Path, source: Path | bytes) -> Screening:
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+            return _screen_archive(path, zf, source if isinstance(source, bytes) else None)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
         return Screening(
             path, "unknown",
             (Problem("CORRUPT_WORKBOOK", "文件已损坏或不完整（可能下载或传输中断），请重新保存后提交"),),
         )
+
+
+def _prolog(zf: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes | None) -> bytes:
+    """The first KB of a part, inflated. From the bytes in memory this is a raw zlib
+    inflate of the part's first compressed bytes (~3 µs); ``zipfile.open`` costs ~15 µs
+    a part, which is most of screening a batch."""
+    if data is not None and info.compress_type in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
+        head = data[info.header_offset: info.header_offset + 30]
+        if len(head) == 30 and head[:4] == b"PK\x03\x04":
+            name_len, extra_len = struct.unpack("<HH", head[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            chunk = data[start: start + min(info.compress_size, 4096)]
+            if info.compress_type == zipfile.ZIP_STORED:
+                return chunk[:1024]
+            try:
+                return zlib.decompressobj(-15).decompress(chunk, 1024)
+            except zlib.error:
+                pass  # let zipfile say what is wrong
+    with zf.open(info) as part:
+        return part.read(1024)
+
+
+def _screen_archive(path: Path, zf: zipfile.ZipFile, data: bytes | None) -> Screening:
+    infos = zf.infolist()
     problems: list[Problem] = []
     if len(infos) > MAX_ENTRIES:
         return Screening(path, "zip", (Problem("ZIP_TOO_MANY_ENTRIES", f"文件包含{len(infos)}个部件，超出申报表的合理范围"),))
@@ -135,20 +170,15 @@ def _screen_zip(path: Path, size: int) -> Screening:
     if "[Content_Types].xml" not in names or not any(n.startswith("xl/workbook.") for n in names):
         return Screening(path, "zip", (Problem("NOT_A_WORKBOOK", "文件是压缩包而不是Excel工作簿，请使用下发的.xlsx申报表"),))
     kind = "xlsx"
-    with zipfile.ZipFile(path) as zf:
-        for info in infos:
-            if info.filename.endswith((".xml", ".rels", ".vml")):
-                # DOCTYPE can only appear in the prolog: a short read decides it.
-                try:
-                    with zf.open(info) as part:
-                        prolog = part.read(1024)
-                except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
-                    return Screening(path, kind, (Problem("CORRUPT_WORKBOOK", "文件已损坏或不完整，请重新保存后提交"),))
-                if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
-                    return Screening(
-                        path, kind, (Problem("XML_ENTITIES", f"部件 {info.filename} 含有XML实体声明（可能是恶意文件），已拒绝打开"),)
-                    )
-        content_types = _read_bounded(zf, "[Content_Types].xml", 1024 * 1024)
+    for info in infos:
+        if info.filename.endswith((".xml", ".rels", ".vml")) and info.file_size:
+            # DOCTYPE can only appear in the prolog: a short read decides it.
+            prolog = _prolog(zf, info, data)
+            if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
+                return Screening(
+                    path, kind, (Problem("XML_ENTITIES", f"部件 {info.filename} 含有XML实体声明（可能是恶意文件），已拒绝打开"),)
+                )
+    content_types = _read_bounded(zf, "[Content_Types].xml", 1024 * 1024)
     if "xl/vbaProject.bin" in names or b"macroEnabled" in content_types:
         kind = "xlsm"
         problems.append(Problem("MACRO_PRESENT", "文件包含宏（VBA），系统不会运行宏；请使用不含宏的.xlsx申报表", "warning"))
