@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from .policy import Clause, FactSpec, Policy
+from .policy import Clause, FactSpec, Policy, find_node
 
 Ref = Callable[[str], str]
 
@@ -148,9 +148,11 @@ def award_formula(
 
 def item_formula(clause: Clause, items_fact: str, ref: Ref) -> str:
     """One detail-table row's contribution to a ``sum_each`` (no '='); a blank row gives 0."""
-    node = _find_sum_each(clause.award, items_fact)
-    if node is None:
+    found = find_node(clause.award, lambda n: isinstance(n.get("sum_each"), Mapping)
+                      and n["sum_each"]["items"] == items_fact)
+    if found is None:
         raise ValueError(f"clause {clause.id} has no sum over {items_fact!r}")
+    node = found["sum_each"]
     specs = clause.facts[items_fact].items
     c = _Compiler(clause, ref, None)
     c.item_specs, c.item_ref = specs, ref
@@ -159,22 +161,6 @@ def item_formula(clause: Clause, items_fact: str, ref: Ref) -> str:
         value = f"IF({is_yes(specs[node['where']], ref(node['where']))},{value},0)"
     first = next(iter(specs))
     return f"IF({ref(first)}=\"\",0,{value})"
-
-
-def _find_sum_each(node: Any, items_fact: str) -> Mapping[str, Any] | None:
-    if isinstance(node, Mapping):
-        if "sum_each" in node and node["sum_each"]["items"] == items_fact:
-            return node["sum_each"]  # type: ignore[no-any-return]
-        children = list(node.values())
-    elif isinstance(node, list):
-        children = node
-    else:
-        return None
-    for child in children:
-        found = _find_sum_each(child, items_fact)
-        if found is not None:
-            return found
-    return None
 
 
 def disqualified_formula(policy: Policy, ref: Ref) -> str:

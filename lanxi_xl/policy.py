@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
@@ -469,6 +469,23 @@ def _check_expr(path: Path, key: str, node: Mapping[str, Any], clause: Clause, i
         if "where" in arg and (arg["where"] not in spec.items or spec.items[arg["where"]].type != "bool"):
             raise _fail(path, f"{where}.where", f"筛选字段“{arg['where']}”必须是明细中的是/否字段")
         _check_expr(path, f"{where}.of", arg["of"], clause, arg["items"])
+
+
+def find_node(node: Any, wanted: Callable[[Mapping[str, Any]], bool]) -> Mapping[str, Any] | None:
+    """The first mapping of an expression tree (depth first) for which ``wanted`` is true."""
+    if isinstance(node, Mapping):
+        if wanted(node):
+            return node
+        children: Iterable[Any] = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = find_node(child, wanted)
+        if found is not None:
+            return found
+    return None
 
 
 # --- which policy applies ----------------------------------------------------------

@@ -50,7 +50,7 @@ import jsonschema
 from .errors import InputError, LanxiError
 from .facts import coerce, disqualification_specs, is_blank
 from .money import ZERO, format_amount, to_decimal
-from .policy import Clause, FactSpec, Policy, parse_year, policy_for_year
+from .policy import Clause, FactSpec, Policy, find_node, parse_year, policy_for_year
 from .registry import (
     CheckedDeclaration,
     Claim,
@@ -374,48 +374,18 @@ def lifetime_fact(clause: Clause) -> str | None:
     the ``used`` of the ``remaining`` node whose total is ``payable.total``."""
     if clause.payable.kind != "lifetime_total":
         return None
-
-    def walk(node: Any) -> str | None:
-        if isinstance(node, Mapping):
-            rem = node.get("remaining")
-            if isinstance(rem, Mapping) and rem.get("total") == {"param": clause.payable.total}:
-                used = rem.get("used", {})
-                return used.get("fact") if isinstance(used, Mapping) else None
-            for value in node.values():
-                found = walk(value)
-                if found:
-                    return found
-        elif isinstance(node, list):
-            for value in node:
-                found = walk(value)
-                if found:
-                    return found
-        return None
-
-    return walk(clause.award)
+    total = {"param": clause.payable.total}
+    node = find_node(clause.award, lambda n: isinstance(n.get("remaining"), Mapping)
+                     and n["remaining"].get("total") == total)
+    used = node["remaining"].get("used", {}) if node else {}
+    return used.get("fact") if isinstance(used, Mapping) else None
 
 
 def yearly_cap_label(clause: Clause) -> str:
     """The name the policy data gives the yearly cap (the ``cap`` whose limit is it)."""
-    name = clause.payable.yearly_cap
-
-    def walk(node: Any) -> str | None:
-        if isinstance(node, Mapping):
-            cap = node.get("cap")
-            if isinstance(cap, Mapping) and cap.get("limit") == {"param": name}:
-                return str(cap.get("label", ""))
-            for value in node.values():
-                found = walk(value)
-                if found:
-                    return found
-        elif isinstance(node, list):
-            for value in node:
-                found = walk(value)
-                if found:
-                    return found
-        return None
-
-    return walk(clause.award) or "每年上限"
+    limit = {"param": clause.payable.yearly_cap}
+    node = find_node(clause.award, lambda n: isinstance(n.get("cap"), Mapping) and n["cap"].get("limit") == limit)
+    return str(node["cap"].get("label", "")) if node else "每年上限"
 
 
 @dataclass
