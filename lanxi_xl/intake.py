@@ -1046,7 +1046,9 @@ def check_paths(paths: Iterable[Path], annotate_dir: Path | None = None,
     reports = []
     for n, (path, name) in enumerate(files, start=1):
         report = check_file(path, model, name)
-        copy = annotate(report, Path(annotate_dir)) if annotate_dir is not None else None
+        # Copies are for sending back: only a file with something to fix or note gets one.
+        wanted = annotate_dir is not None and (report.errors or report.flags)
+        copy = annotate(report, Path(annotate_dir)) if wanted else None
         reports.append(report)
         if progress is not None:
             progress(n, len(files), report, copy)
