@@ -47,7 +47,7 @@ def add_calc(sub: Any) -> None:
             result = (udfs.explain_by_name if ns.explain else udfs.call_by_name)(ns.target, list(ns.values))
             print("" if result is None else result)  # a blank input gives a blank answer, as in Excel
             return 0
-        from .rules import compute
+        from .rules import STATUS_ZH, compute
 
         facts = dict(_parse_fact(v) for v in ns.values)
         award = compute(ns.target, facts, ns.year)
@@ -56,7 +56,10 @@ def add_calc(sub: Any) -> None:
         elif ns.explain:
             print(award.explain())
         else:
-            print(f"{award.cite} {award.title}：{format_amount(award.amount)}")
+            line = f"{award.cite} {award.title}：{format_amount(award.amount)}"
+            if award.status != "payable":  # a zero always says why
+                line += f"（{STATUS_ZH[award.status]}：{'；'.join(award.reasons)}）"
+            print(line)
         return 0
 
     parser.set_defaults(run=run)

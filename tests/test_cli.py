@@ -23,6 +23,14 @@ def test_calc_prints_the_award() -> None:
     assert out.stdout.strip() == "第8条 跨境电商销售奖励：100,000.00元"
 
 
+def test_a_zero_says_why() -> None:
+    out = run("calc", "6", "sales=12000000", "pension_rate=0.5")
+    assert out.returncode == 0
+    assert "0.00元（不适用" in out.stdout and "未达到60%" in out.stdout
+    below = run("calc", "8", "usd_sales=100")
+    assert "未达到奖励条件" in below.stdout and "未达到最低档" in below.stdout
+
+
 def test_calc_explain_prints_the_reasoning_in_chinese() -> None:
     out = run("calc", "3", "office_m2=100", "office_rent=30000", "storage_m2=200", "storage_rent=20000",
               "online_sales=3000000", "months=12", "--year", "2023", "--explain")
