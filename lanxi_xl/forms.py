@@ -816,6 +816,42 @@ def target_name(target: str) -> str:
     return "declaration" if target == "all" else f"art-{target}"
 
 
+# (id of a property's subschema, type of the value, the value) -> the subschema, for every
+# scalar value found valid against that subschema. Whether a string, number, boolean or
+# null satisfies a schema depends on nothing else (the format checks are pure functions),
+# so a value seen valid before — 否, 2023, 90%, a dropdown's label — is not validated
+# again: the errors found are exactly jsonschema's. The subschema is kept as the value so
+# that its id cannot be reused while the entry lives.
+_VALID_SCALARS: dict[tuple[int, type, Any], Any] = {}
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+_MAX_VALID_SCALARS = 1 << 17  # 131,072 values
+
+
+def _properties(validator: Any, properties: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's ``properties`` keyword, remembering the scalar values found valid."""
+    if not validator.is_type(instance, "object"):
+        return
+    valid = _VALID_SCALARS
+    for name, subschema in properties.items():
+        if name in instance:
+            value = instance[name]
+            if type(value) in _SCALAR_TYPES and not (type(value) is str and len(value) > 256):  # bounded memory
+                key = (id(subschema), type(value), value)
+                if key in valid:
+                    continue
+                errors = list(validator.descend(value, subschema, path=name, schema_path=name))
+                if not errors:
+                    if len(valid) >= _MAX_VALID_SCALARS:
+                        valid.clear()
+                    valid[key] = subschema
+                yield from errors
+            else:
+                yield from validator.descend(value, subschema, path=name, schema_path=name)
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _properties})
+
+
 @cache
 def _validator(policy_key: str, version: str, target: str) -> jsonschema.Draft202012Validator:
     model = load_model(policy_key)
@@ -829,7 +865,7 @@ def _validator(policy_key: str, version: str, target: str) -> jsonschema.Draft20
     # The same schema with its $refs inlined: resolving them through the registry was a
     # quarter of the time of validating a returned form (the checker validates hundreds).
     name = f"{target_name(target)}.json"
-    return jsonschema.Draft202012Validator(
+    return _Validator(  # type: ignore[no-any-return]
         _inline_refs(schemas[name], name, schemas), registry=registry, format_checker=_FORMAT_CHECKER
     )
 

@@ -6,7 +6,7 @@ none raises (:func:`check_file`):
 1. **Screen** (:func:`lanxi_xl.screen.screen`): not a zip, truncated, encrypted, .xls,
    CSV renamed, zip bomb, entity bomb are refused before anything parses the file;
    macros and external links are flagged, never run or followed.
-2. **Guard** the parts python-calamine will read. calamine trusts two numbers it should
+2. **Guard** the parts python-calamine may read. calamine trusts two numbers it should
    not: the ``uniqueCount`` of the shared-string table (it reserves that many slots up
    front) and the cell addresses of a sheet (it allocates the dense rectangle up to the
    farthest cell). A 300-byte sheet with one cell at XFD1048576, or a shared-string
@@ -14,8 +14,10 @@ none raises (:func:`check_file`):
    no exception, the batch dies (docs/checking.md). So both are measured here first.
 3. **Identify** the template from its stamp (custom document properties
    ``lanxi.*``, else the hidden ``_meta`` sheet, hidden or veryHidden).
-4. **Read** the values with calamine, the formulas and error cells of the sheet XML
-   with a regular-expression scan (a defused streaming parse for unusual XML), and
+4. **Read** the formulas, error cells and values of the sheet XML in one
+   regular-expression pass over the bytes already inflated (:func:`scan_and_read`,
+   exactly the values python-calamine gives; calamine reads a sheet whenever that pass
+   meets anything unusual, and unusual XML takes a defused streaming parse), and
    compare every label, number and formula of the generated template with the file:
    edited labels, inserted rows, overwritten formulas are named by cell.
 5. **Validate** the JSON instance against the template's JSON Schema (the validators
@@ -28,6 +30,7 @@ The catalogue of check codes is :data:`CODES` (documented in docs/checking.md).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import html
 import io
@@ -38,6 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -53,6 +57,7 @@ from .numerals import describe_number_text
 from .registry import CheckedDeclaration, Claim, normalize_credit_code
 from .rules import STATUS_ZH, Award, Status, compute
 from .screen import MAX_FILE_BYTES, Screening, ScreeningError, screen
+from .screen import BytesZip
 from .screen import _read_bounded as read_bounded  # the capped part reader screening uses
 
 # --- the catalogue of check codes ----------------------------------------------------
@@ -339,7 +344,8 @@ _REL_TAG = re.compile(rb"<(?:[\w.-]+:)?Relationship\s([^>]*)>")
 _SST_TAG = re.compile(rb"<(?:[\w.-]+:)?sst\b([^>]*)>")
 _PROPERTY = re.compile(rb"<(?:[\w.-]+:)?property\s([^>]*)>(.*?)</(?:[\w.-]+:)?property>", re.S)
 _PROPERTY_VALUE = re.compile(rb">([^<]*)<")
-_CELL_TAG = re.compile(rb"<c[\s>/]")
+_MARKUP_DECLARATION = re.compile(rb"<!")  # comments, CDATA (a regex finds it faster than ``in``)
+_CELL_WITHOUT_ADDRESS = re.compile(rb'<c(?=[\s>/])(?! r=")')  # a cell whose address is not written first
 _PREFIXED_CELL = re.compile(rb":c[\s>/]")
 _BIG_REF = re.compile(rb'<c r="([A-Z]{2,3}|[A-Z](?=[0-9]{4}))([0-9]+)"')
 _FORMULA = re.compile(rb"<f[\s>/]")
@@ -367,17 +373,50 @@ def _sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
         rels = read_bounded(zf, "xl/_rels/workbook.xml.rels", 4 * 1024 * 1024)
     except (KeyError, ScreeningError, zipfile.BadZipFile, OSError, EOFError, ValueError):
         raise _Refusal(_error("CORRUPT_WORKBOOK", "文件缺少工作簿目录或已损坏，请用下发的申报表重新保存后提交")) from None
+    return dict(_cached(_parts_from, workbook, rels))
+
+
+_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def _cached(fn: Callable[..., Any], *raw: bytes) -> Any:
+    """``fn(*raw)`` once per distinct bytes: the returns of one template share their
+    workbook.xml, rels, custom properties and styles byte for byte. Callers copy what
+    they change."""
+    if sum(map(len, raw)) > 256 * 1024:
+        return fn(*raw)  # not kept: a batch of odd files must not fill memory
+    key = (fn, *raw)
+    hit = _CACHE.get(key, _CACHE)
+    if hit is _CACHE:
+        if len(_CACHE) >= 256:
+            _CACHE.clear()
+        hit = _CACHE[key] = fn(*raw)
+    return hit
+
+
+def _parts_from(workbook: bytes, rels: bytes) -> dict[str, str]:
     targets = {}
     for raw in _REL_TAG.findall(rels):
         a = _attrs(raw)
         target = a.get("Target", "")
         targets[a.get("Id", "")] = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+        kind = a.get("Type", "").rsplit("/", 1)[-1]
+        if kind in ("sharedStrings", "styles"):
+            targets[f"\0{kind}"] = targets[a.get("Id", "")]
     parts = {}
     for raw in _SHEET_TAG.findall(workbook):
         a = _attrs(raw)
         part = targets.get(a.get("id", ""))
         if part and "name" in a:
             parts[a["name"]] = part
+    # Not sheets: where the shared strings and styles are ("\0" cannot start a sheet name).
+    for kind in ("sharedStrings", "styles"):
+        if f"\0{kind}" in targets:
+            parts[f"\0{kind}"] = targets[f"\0{kind}"]
+    if b"date1904" in workbook:  # LibreOffice writes date1904="false"
+        flag = re.search(rb'date1904\s*=\s*"([^"]*)"', workbook)
+        if flag is None or flag.group(1) not in (b"0", b"false"):
+            parts["\0date1904"] = ""
     return parts
 
 
@@ -391,6 +430,10 @@ def _stamp_from_properties(zf: zipfile.ZipFile) -> dict[str, str]:
         data = read_bounded(zf, "docProps/custom.xml", 1024 * 1024)
     except (KeyError, ScreeningError, zipfile.BadZipFile, OSError, EOFError, ValueError):
         return {}
+    return dict(_cached(_properties_from, data))
+
+
+def _properties_from(data: bytes) -> dict[str, str]:
     stamp = {}
     for attrs, body in _PROPERTY.findall(data):
         name = _attrs(attrs).get("name", "")
@@ -430,6 +473,12 @@ class SheetScan:
     cols: int
 
 
+def _machine_written(xml: bytes) -> bool:
+    """Unprefixed elements, every cell with its address written first, no comments or CDATA
+    (nor anything else starting ``<!``)."""
+    return not (_CELL_WITHOUT_ADDRESS.search(xml) or _PREFIXED_CELL.search(xml) or _MARKUP_DECLARATION.search(xml))
+
+
 def scan_sheet_xml(xml: bytes) -> SheetScan:
     """Formula and error cells and the extent of one worksheet part.
 
@@ -438,8 +487,7 @@ def scan_sheet_xml(xml: bytes) -> SheetScan:
     regular expressions; anything else takes the defused streaming parse, which also
     follows implicit addresses. Each pass over a 20 KB sheet costs ~10 µs.
     """
-    if (len(_CELL_TAG.findall(xml)) != xml.count(b'<c r="') or _PREFIXED_CELL.search(xml)
-            or b"<!--" in xml or b"CDATA[" in xml):
+    if not _machine_written(xml):
         return _scan_sheet_exactly(xml)
     rows = cols = 0
     for letters, digits in _BIG_REF.findall(xml):  # beyond column Z or row 999: rare, measured exactly
@@ -495,15 +543,332 @@ def _scan_sheet_exactly(xml: bytes) -> SheetScan:
 # --- one file --------------------------------------------------------------------------
 
 
+class _Unusual(Exception):
+    """The byte-level value reader met something it does not read exactly like calamine."""
+
+
+_V = re.compile(rb"<v>([^<]*)</v>")
+_V_EMPTY = re.compile(rb"<v\s*/>")
+_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_T_RUN = re.compile(rb"<t(\s[^>]*)?>([^<]*)</t>|<t(\s[^>]*)?/>")
+_SI = re.compile(rb"<si>(.*?)</si>|<si/>", re.S)
+_TAG_NAME = re.compile(rb"<(/?)([A-Za-z]+)[\s/>]")
+_XF = re.compile(rb"<xf\b([^>]*?)/?>")
+_NUM_FMT = re.compile(rb"<numFmt\b([^>]*)/?>")
+_ENTITY = re.compile(rb"&(amp|lt|gt|quot|apos|#[0-9]+|#x[0-9A-Fa-f]+);")
+_ENTITIES = {b"amp": "&", b"lt": "<", b"gt": ">", b"quot": '"', b"apos": "'"}
+# Builtin number formats calamine reads as dates/times; custom formats with a date letter
+# are sent to calamine as well (the reader never converts a date itself).
+_DATE_FMT_IDS = frozenset(range(14, 23)) | {45, 46, 47}
+_RUN_TAGS = frozenset({b"r", b"rPr", b"t"})
+_RUN_PROPERTIES = frozenset({b"b", b"i", b"u", b"sz", b"color", b"rFont", b"family", b"charset", b"scheme",
+                             b"strike", b"vertAlign", b"outline", b"shadow", b"condense", b"extend"})
+_PLAIN_FMT_IDS = frozenset(range(37, 45)) | {48, 49}
+
+
+def _entity(m: re.Match[bytes]) -> str:
+    name = m.group(1)
+    if name[:1] == b"#":
+        code = int(name[2:], 16) if name[1:2] == b"x" else int(name[1:])
+        return chr(code)
+    return _ENTITIES[name]
+
+
+def _xml_text(raw: bytes, preserve: bool) -> str:
+    """The text of one <t> (or <v>), as calamine reads it; anything doubtful raises _Unusual."""
+    if not raw or b"\r" in raw or b"_x" in raw:
+        raise _Unusual("empty string, CR or _xHHHH_ escape")
+    if b"&" in raw:
+        parts: list[str] = []
+        pos = 0
+        for m in _ENTITY.finditer(raw):
+            parts.append(raw[pos:m.start()].decode("utf-8"))
+            parts.append(_entity(m))
+            pos = m.end()
+        parts.append(raw[pos:].decode("utf-8"))
+        if raw.count(b"&") != len(parts) // 2:
+            raise _Unusual("entity")
+        text = "".join(parts)
+    else:
+        text = raw.decode("utf-8")
+    if not text or "\r" in text or (not preserve and text != text.strip()):
+        raise _Unusual("empty, CR or untrimmed text")
+    return text
+
+
+def _rich_text(body: bytes) -> str:
+    """The text of an <si> or <is>: one plain <t>, or rich-text runs <r><rPr>…</rPr><t>…</t></r>."""
+    runs = _T_RUN.findall(body)
+    if not runs or len(runs) != body.count(b"<t") or any(not raw for _a, raw, _e in runs):
+        raise _Unusual("string without a plain, non-empty <t>")
+    if len(runs) > 1 or not body.startswith(b"<t"):
+        for _close, name in _TAG_NAME.findall(body):
+            if name not in _RUN_TAGS and name not in _RUN_PROPERTIES:
+                raise _Unusual("unknown element in a string")
+    return "".join(_xml_text(raw, b"preserve" in attrs) for attrs, raw, _empty in runs)
+
+
+def _date_styles(styles: bytes) -> tuple[int, ...]:
+    return _cached(_read_date_styles, styles)  # type: ignore[no-any-return]
+
+
+def _read_date_styles(styles: bytes) -> tuple[int, ...]:
+    """Per cellXfs index: how a number in that style reads — 0 a number, 1 a date (a pure
+    y/m/d format), 2 anything else that may be a date or time (calamine decides)."""
+    xfs = re.search(rb"<cellXfs\b[^>]*>(.*?)</cellXfs>", styles, re.S)
+    if xfs is None or b":xf" in styles or b"<!--" in styles or b"CDATA[" in styles:
+        raise _Unusual("styles")
+    custom: dict[int, int] = {}
+    for raw in _NUM_FMT.findall(styles):
+        a = _attrs(raw)
+        if not a.get("numFmtId", "").isdigit():
+            raise _Unusual("numFmt")
+        code = re.sub(r'"[^"]*"|\\.', "", a.get("formatCode", ""))
+        elapsed = re.search(r"\[[hms]+\]", code, re.I)  # [h]:mm, a duration
+        letters = {ch for ch in re.sub(r"\[[^\]]*\]|General", "", code, flags=re.I) if ch.isalpha()}
+        custom[int(a["numFmtId"])] = 2 if elapsed else 0 if not letters else 1 if letters <= set("ymdYMD") else 2
+    out = []
+    for raw in _XF.findall(xfs.group(1)):
+        fid = _attrs(raw).get("numFmtId", "0")
+        if not fid.isdigit():
+            raise _Unusual("xf")
+        n = int(fid)
+        # Builtin date ids, and ids past 22 other than the plain number formats (37–44, 48,
+        # 49: the rest include the East-Asian date formats): calamine decides those.
+        out.append(custom[n] if n in custom else
+                   2 if n in _DATE_FMT_IDS or n > 22 and n not in _PLAIN_FMT_IDS else 0)
+    return tuple(out)
+
+
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
+
+
+_SKIP = object()  # a cell without a value: calamine leaves it out (and out of the extent)
+# The cells openpyxl, Excel and LibreOffice write, in one pass: r, s, t in that order, then
+# an inline string, a value, or anything else (formulas: read by _cell_value).
+# A cell start the expression cannot take whole is caught by the last group (``odd``).
+_CELL_FAST = re.compile(rb'<c r="(?:([A-Z]{1,3})([0-9]{1,7})"(?: s="([0-9]+)")?(?: t="([A-Za-z]+)")?([^>/]*)'
+                        rb'(?:/>|>(?:<is><t>([^<&\r]+)</t></is>|<v>([^<]+)</v>|([^<]*(?:<(?!/c>)[^<]*)*))</c>)|(.))',
+                        re.S)
+_XML_SPACE = b" \t\n"
+_second = itemgetter(1)
+_SPACE_BYTES = frozenset(b" \t\n\r")
+
+
+@cache
+def _col(letters: bytes) -> int:
+    col = 0
+    for ch in letters:
+        col = col * 26 + ch - 64
+    return col
+
+
+def _plain_text(raw: bytes) -> str:
+    """The text of a plain <t> (no xml:space): calamine trims XML white space at either end."""
+    if b"&" in raw or b"_x" in raw or b"\r" in raw:
+        return _xml_text(raw, False)
+    if raw[:1] in _XML_SPACE or raw[-1:] in _XML_SPACE:
+        raw = raw.strip(_XML_SPACE)
+        if not raw:
+            raise _Unusual("blank text")
+    return raw.decode("utf-8")
+
+
+def _number(raw: bytes, style: int, dates: Sequence[int], date1904: bool) -> Any:
+    if not _NUMBER.fullmatch(raw):
+        raise _Unusual("number")
+    value = float(raw)
+    if style == 0 and not dates:
+        return value
+    how = dates[style] if style < len(dates) else 0 if style == 0 else 2
+    if how:
+        # A whole serial in a pure date format, 1900 date system, past the phantom
+        # 1900-02-29: the day calamine gives; anything else is calamine's to read.
+        if how != 1 or not value.is_integer() or not 61 <= value < 2958466 or date1904:
+            raise _Unusual("date")
+        return _EXCEL_EPOCH + dt.timedelta(days=int(value))
+    return value
+
+
+def _cell_value(kind: bytes, style: int, body: bytes, strings: Sequence[str] | None, dates: Sequence[int],
+                date1904: bool) -> Any:
+    """One cell the fast expression did not take whole (formulas, rich text, a value after <f>)."""
+    kind = kind or b"n"
+    if kind == b"inlineStr":
+        if not body:
+            return _SKIP  # <c t="inlineStr"/>: no value, calamine skips the cell
+        if not body.startswith(b"<is>") or not body.endswith(b"</is>") or b"<is>" in body[4:]:
+            raise _Unusual("inline string")
+        return _rich_text(body[4:-5])
+    if b"<is" in body:
+        raise _Unusual("inline string in another type")
+    v = _V.search(body)
+    if v is None:
+        if kind == b"n" and (not body or _V_EMPTY.search(body) or b"<v" not in body):
+            return _SKIP  # no value: a formula not yet computed
+        raise _Unusual("cell without a value")
+    raw = v.group(1)
+    if kind == b"n":
+        if not raw:
+            return _SKIP
+        return _number(raw, style, dates, date1904)
+    return _typed(kind, raw, strings)
+
+
+def _typed(kind: bytes, raw: bytes, strings: Sequence[str] | None) -> Any:
+    if not raw:
+        if kind == b"str":
+            return ""  # a formula string not computed (LibreOffice): calamine's "", in the extent
+        raise _Unusual("empty value")
+    if kind == b"s":
+        if strings is None or not raw.isdigit() or int(raw) >= len(strings):
+            raise _Unusual("shared string")
+        return strings[int(raw)]
+    if kind == b"str":
+        value = _xml_text(raw, True)
+        if value != value.strip():
+            raise _Unusual("formula string with spaces")
+        return value
+    if kind == b"b":
+        if raw not in (b"0", b"1"):
+            raise _Unusual("boolean")
+        return raw == b"1"
+    if kind == b"e":
+        return ""  # calamine hands error values over as blank
+    raise _Unusual("cell type")
+
+
+_COLUMNS = {forms.col_letter(c).encode(): c for c in range(1, MAX_SHEET_COLS + 1)}
+Common = Callable[[], "tuple[Sequence[str] | None, Sequence[int], bool]"]
+
+
+def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]] | None, BaseException | None] | None:
+    """:func:`scan_sheet_xml` and the values of the same cells in one pass, for
+    machine-written sheet XML (None: not such XML; the caller scans exactly and lets
+    calamine read the values).
+
+    The values are the grid calamine's ``to_python(skip_empty_area=False)`` gives, or
+    None when the reader meets anything it does not read exactly like calamine. It reads
+    numbers (floats), dates in a plain y/m/d format, shared and inline strings (rich text
+    included), booleans, formula strings, error values (blank). A time, a date in another
+    format, an empty or untrimmed string, an escape calamine may decode, an unknown cell
+    type or attribute: the values are calamine's. ``common()`` gives the shared strings,
+    the date styles and the date1904 flag (or raises ``_Unusual``); any other error it
+    raises is handed back, for the caller to raise after the extent guard (the order
+    the checks had when calamine read those parts after the guard).
+    """
+    if not _machine_written(xml):
+        return None
+    found = _CELL_FAST.findall(xml)
+    values = True
+    strings: Sequence[str] | None = None
+    dates: Sequence[int] = ()
+    date1904 = False
+    pending: BaseException | None = None
+    if values:
+        try:
+            strings, dates, date1904 = common()
+        except _Unusual:
+            values = False
+        except Exception as exc:  # noqa: BLE001 - raised by the caller after the extent guard
+            values, pending = False, exc
+    cells: dict[tuple[int, int], Any] = {}
+    formulas: set[str] = set()
+    errors: set[str] = set()
+    places: list[tuple[int, int]] = []
+    columns = _COLUMNS
+    for letters, digits, style, kind, attrs, text, raw, body, odd in found:
+        if odd or attrs and attrs.strip() or body and b"<c" in body:
+            # a cell the expression cannot read, attributes in another order or ones
+            # calamine may heed, a cell inside a cell: the exact scan
+            return None
+        where = (int(digits), columns.get(letters) or _col(letters))
+        places.append(where)
+        if body and b"<f" in body:
+            formulas.add((letters + digits).decode())
+        if kind == b"e":
+            errors.add((letters + digits).decode())
+        if not values:
+            continue
+        try:
+            if text:
+                if kind != b"inlineStr":
+                    raise _Unusual("inline string in another type")
+                if b"_x" in text or text[0] in _SPACE_BYTES or text[-1] in _SPACE_BYTES:
+                    cells[where] = _plain_text(text)
+                else:
+                    cells[where] = text.decode("utf-8")
+                continue
+            if raw:
+                if not kind or kind == b"n":
+                    value = _number(raw, int(style) if style else 0, dates, date1904)
+                else:
+                    value = _typed(kind, raw, strings)
+            elif body:
+                value = _cell_value(kind, int(style) if style else 0, body, strings, dates, date1904)
+                if value is _SKIP:
+                    continue
+            elif not kind or kind in (b"n", b"inlineStr"):
+                continue  # <c r="D16" s="6" t="inlineStr"/>: no value
+            else:
+                raise _Unusual("typed cell without a value")
+            cells[where] = value
+        except _Unusual:
+            values = False
+    rows = max(places)[0] if places else 0
+    cols = max(places, key=_second)[1] if places else 0
+    if values and len(set(places)) != len(places):
+        values = False  # a cell written twice
+    scan = SheetScan(frozenset(formulas), frozenset(errors), rows, cols)
+    if not values:
+        return scan, None, pending
+    if not cells or rows > MAX_SHEET_ROWS or cols > MAX_SHEET_COLS:
+        return scan, [], None  # too large: refused by the caller before the grid is used
+    height = max(cells)[0]
+    width = max(cells, key=_second)[1]
+    grid = [[""] * width for _ in range(height)]
+    for (r, c), value in cells.items():
+        grid[r - 1][c - 1] = value
+    return scan, grid, None
+
+
+_SI_PLAIN = re.compile(rb"<si><t>([^<&\r]+)</t></si>")
+
+
+def _shared_strings(xml: bytes) -> list[str]:
+    if b":si" in xml or b"<!--" in xml or b"CDATA[" in xml or b"<rPh" in xml or b"<si " in xml:
+        raise _Unusual("shared strings")
+    count = xml.count(b"<si")
+    plain = _SI_PLAIN.findall(xml)
+    if len(plain) == count:  # every string one plain <t>: the common table, in one pass
+        return [_plain_text(raw) for raw in plain]
+    out = []
+    for m in _SI.finditer(xml):
+        if m.group(1) is None:
+            raise _Unusual("empty shared string")
+        out.append(_rich_text(m.group(1)))
+    if len(out) != count:
+        raise _Unusual("shared strings")
+    return out
+
+
 class _Reader:
-    """One file's zip and calamine workbook: every sheet read is guarded first."""
+    """One file's zip, its sheets' XML and values: every sheet read is guarded first.
+
+    Values come from the sheet XML the scan has already inflated (:func:`read_sheet_values`);
+    python-calamine reads a sheet only when that reader meets something unusual.
+    """
 
     def __init__(self, data: bytes, zf: zipfile.ZipFile) -> None:
         self.data, self.zf = data, zf
-        self.parts = _sheet_parts(zf)
+        parts = _sheet_parts(zf)
+        self.extra = {k[1:]: parts.pop(k) for k in list(parts) if k.startswith("\0")}
+        self.parts = parts
         self.scans: dict[str, SheetScan] = {}
+        self.read: dict[str, list[list[Any]] | None] = {}  # values read with the scan (None: calamine's)
         self.grids: dict[str, list[list[Any]]] = {}
         self._book: Any = None
+        self._common: tuple[list[str] | None, tuple[int, ...], bool] | None = None
 
     def scan(self, sheet: str) -> SheetScan:
         if sheet not in self.scans:
@@ -512,7 +877,8 @@ class _Reader:
                 raise KeyError(sheet)
             try:
                 xml = read_bounded(self.zf, part, 30 * 1024 * 1024)
-                found = scan_sheet_xml(xml)
+                both = scan_and_read(xml, self._strings_and_styles) if self._book is None else None
+                found, grid, pending = (scan_sheet_xml(xml), None, None) if both is None else both
             except KeyError:
                 raise _Refusal(_error("CORRUPT_WORKBOOK", f"工作表“{sheet}”的内容缺失，文件已损坏")) from None
             except Exception:  # noqa: BLE001 - malformed XML, short zip entry, CRC error
@@ -524,16 +890,43 @@ class _Reader:
                     f"工作表“{sheet}”的数据范围延伸到 {far}，远超申报表的范围（疑似异常文件），已拒绝读取",
                     sheet=sheet,
                 ))
+            if isinstance(pending, _Refusal):
+                raise pending  # the shared-string guard
+            if pending is not None:  # what calamine said of a damaged shared-string table or styles part
+                raise _Refusal(_error("CORRUPT_WORKBOOK", "工作簿内容无法解析（内部结构损坏或与声明不符），请用下发的申报表重新保存后提交"))
             self.scans[sheet] = found
+            self.read[sheet] = grid
         return self.scans[sheet]
+
+    def _strings_and_styles(self) -> tuple[list[str] | None, tuple[int, ...], bool]:
+        """The shared strings and the date styles, read once per file (as calamine reads
+        both when it opens a workbook: a damaged table is a damaged file either way)."""
+        if self._common is None:
+            _guard_shared_strings(self.zf)
+            names = set(self.zf.namelist())
+            strings: list[str] | None = None
+            sst = self.extra.get("sharedStrings")
+            if sst is not None and sst in names:
+                strings = _shared_strings(read_bounded(self.zf, sst, 30 * 1024 * 1024))
+            elif "xl/sharedStrings.xml" in names:
+                raise _Unusual("shared strings not where the rels say")
+            styles = self.extra.get("styles")
+            dates: tuple[int, ...] = ()
+            if styles is not None and styles in names:
+                dates = _date_styles(read_bounded(self.zf, styles, 4 * 1024 * 1024))
+            self._common = (strings, dates, "date1904" in self.extra)
+        return self._common
 
     def grid(self, sheet: str) -> list[list[Any]]:
         if sheet not in self.grids:
-            self.scan(sheet)  # the extent guard runs before calamine allocates the sheet
-            if self._book is None:
-                _guard_shared_strings(self.zf)
-                self._book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(self.data))
-            self.grids[sheet] = self._book.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
+            self.scan(sheet)  # the extent guard runs before anything allocates the sheet
+            grid = self.read.pop(sheet, None)
+            if grid is None:
+                if self._book is None:
+                    _guard_shared_strings(self.zf)
+                    self._book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(self.data))
+                grid = self._book.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
+            self.grids[sheet] = grid
         return self.grids[sheet]
 
     def close(self) -> None:
@@ -884,15 +1277,21 @@ def check_file(path: Path, model: FormModel | None = None, name: str | None = No
     name = name or path.name
     sha, data = _sha256(path)
     kind = "unknown"
+    zf: BytesZip | None = None
     try:
-        result = screen(path, data)
+        if data is not None and data[:4] == b"PK\x03\x04":
+            try:  # one zip directory for screening and reading
+                zf = BytesZip(data)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+                zf = None  # screening opens it again and says what is wrong
+        result = screen(path, data, zf)
         kind = result.kind
         found = _screen_errors(result)
         if not result.readable or data is None:
             if data is None and result.readable:
                 found.append(_error("FILE_UNREADABLE", "文件在检查过程中无法读取（可能被移动或正在写入），请重新提交"))
             return _refused(path, name, sha, kind, found)
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        with zf if zf is not None else BytesZip(data) as zf:
             reader: _Reader | None = None
             try:
                 reader = _Reader(data, zf)
@@ -913,6 +1312,9 @@ def check_file(path: Path, model: FormModel | None = None, name: str | None = No
             raise
         return _refused(path, name, sha, kind, [_error(
             "INTERNAL_ERROR", f"检查此文件时出现内部错误（{type(exc).__name__}），已跳过；请将文件转交技术人员")])
+    finally:
+        if zf is not None:
+            zf.close()
 
 
 def _check_workbook(path: Path, name: str, sha: str, kind: str, reader: _Reader, found: list[CheckError],
@@ -1242,4 +1644,3 @@ def format_summary(reports: Sequence[FileReport]) -> str:
 
 def dumps(reports: Sequence[FileReport]) -> str:
     return json.dumps([report_to_json(r) for r in reports], ensure_ascii=False, indent=2, default=str)
-

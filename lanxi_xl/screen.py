@@ -70,11 +70,12 @@ def _looks_like_text(head: bytes) -> bool:
     return printable >= 0.95 * max(len(text), 1)
 
 
-def screen(path: str | Path, data: bytes | None = None) -> Screening:
+def screen(path: str | Path, data: bytes | None = None, zf: zipfile.ZipFile | None = None) -> Screening:
     """What ``path`` is and whether it is safe to open as a declaration workbook.
 
     ``data``: the file's bytes when the caller has read them already (a batch reads
-    each file once: hashing, screening and reading share them).
+    each file once: hashing, screening and reading share them); ``zf``: a zip the caller
+    opened over those bytes (its directory is then parsed once; it is not closed here).
     """
     path = Path(path)
     try:
@@ -102,7 +103,19 @@ def screen(path: str | Path, data: bytes | None = None) -> Screening:
                 (Problem("NOT_A_WORKBOOK", "文件是文本（如CSV）而不是Excel工作簿，只是扩展名为.xlsx；请用下发的申报表填写后另存为.xlsx"),),
             )
         return Screening(path, "unknown", (Problem("NOT_A_WORKBOOK", "文件不是Excel工作簿（.xlsx），请用下发的申报表填写"),))
+    if zf is not None and data is not None:
+        try:
+            return _screen_archive(path, zf, data)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+            return _corrupt(path)
     return _screen_zip(path, data if data is not None else path)
+
+
+def _corrupt(path: Path) -> Screening:
+    return Screening(
+        path, "unknown",
+        (Problem("CORRUPT_WORKBOOK", "文件已损坏或不完整（可能下载或传输中断），请重新保存后提交"),),
+    )
 
 
 def _screen_ole(path: Path, data: bytes | None) -> Screening:
@@ -125,16 +138,61 @@ def _screen_zip(path: Path, source: Path | bytes) -> Screening:
         with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
             return _screen_archive(path, zf, source if isinstance(source, bytes) else None)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
-        return Screening(
-            path, "unknown",
-            (Problem("CORRUPT_WORKBOOK", "文件已损坏或不完整（可能下载或传输中断），请重新保存后提交"),),
-        )
+        return _corrupt(path)
+
+
+class BytesZip(zipfile.ZipFile):
+    """A zip over bytes already in memory: hashing, screening and reading share the
+    bytes, the directory (parsed once) and the small parts inflated while screening."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.data = data
+        self.inflated: dict[int, bytes] = {}  # header offset -> the whole part, CRC checked
+
+
+def _inflate(info: zipfile.ZipInfo, data: bytes) -> bytes | None:
+    """The whole part, inflated with raw ``zlib`` from the bytes in memory, when its local
+    header, size and CRC-32 agree with the directory; None otherwise (``zipfile`` then
+    reads it, and says what is wrong)."""
+    if info.compress_type not in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED) or info.flag_bits & 0x1:
+        return None
+    head = data[info.header_offset: info.header_offset + 30]
+    if len(head) != 30 or head[:4] != ZIP_MAGIC:
+        return None
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    try:
+        if data[info.header_offset + 30: info.header_offset + 30 + name_len] != info.orig_filename.encode(encoding):
+            return None
+        chunk = data[start: start + info.compress_size]
+        out = chunk if info.compress_type == zipfile.ZIP_STORED else \
+            zlib.decompressobj(-15).decompress(chunk, info.file_size + 1)
+    except (zlib.error, UnicodeError):
+        return None
+    if len(out) != info.file_size or zlib.crc32(out) != info.CRC:
+        return None
+    return out
+
+
+WHOLE_PART_BYTES = 64 * 1024  # parts up to this size are inflated whole while screening…
+READ_NEXT = ("xl/workbook.xml", "xl/_rels/", "xl/styles.xml", "xl/sharedStrings.xml",
+             "docProps/custom.xml", "[Content_Types].xml")  # …if the checker reads them next
 
 
 def _prolog(zf: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes | None) -> bytes:
     """The first KB of a part, inflated. From the bytes in memory this is a raw zlib
     inflate of the part's first compressed bytes (~3 µs); ``zipfile.open`` costs ~15 µs
-    a part, which is most of screening a batch."""
+    a part, which is most of screening a batch. A small part of a :class:`BytesZip` is
+    inflated whole and kept: the checker reads most of them next."""
+    if isinstance(zf, BytesZip) and info.file_size <= WHOLE_PART_BYTES and info.filename.startswith(READ_NEXT):
+        whole = zf.inflated.get(info.header_offset)
+        if whole is None:
+            whole = _inflate(info, zf.data)
+        if whole is not None:
+            zf.inflated[info.header_offset] = whole
+            return whole[:1024]
     if data is not None and info.compress_type in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
         head = data[info.header_offset: info.header_offset + 30]
         if len(head) == 30 and head[:4] == b"PK\x03\x04":
@@ -189,6 +247,14 @@ def _screen_archive(path: Path, zf: zipfile.ZipFile, data: bytes | None) -> Scre
 
 def _read_bounded(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """A part's bytes, refusing to decompress more than ``limit`` whatever its header says."""
+    if isinstance(zf, BytesZip):
+        info = zf.getinfo(name)  # KeyError as zf.open
+        if info.file_size <= limit:
+            whole = zf.inflated.get(info.header_offset)
+            if whole is None:
+                whole = _inflate(info, zf.data)
+            if whole is not None:
+                return whole
     with zf.open(name) as part:
         data = part.read(limit + 1)
     if len(data) > limit:
