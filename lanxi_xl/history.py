@@ -64,17 +64,24 @@ def read_table(path: Path) -> list[tuple[int, list[object]]]:
         rows = list(csv.reader(io.StringIO(content)))
         return [(n, list(r)) for n, r in enumerate(rows, start=1)]
     if suffix in (".xlsx", ".xlsm"):
-        from openpyxl import load_workbook  # only this file type needs it
+        # The same safe path as returned declarations: screened first, read by calamine.
+        import python_calamine
 
+        from .screen import screen
+
+        screened = screen(path)
+        if not screened.readable:
+            raise InputError("HISTORY_UNREADABLE", f"无法读取 {path.name}：{screened.problems[0].message}")
         try:
-            wb = load_workbook(path, read_only=True, data_only=True)
+            sheet = python_calamine.CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
+            grid = sheet.to_python(skip_empty_area=False)
         except Exception as exc:  # noqa: BLE001 - any unreadable workbook is the same problem to a person
             raise InputError("HISTORY_UNREADABLE", f"无法读取 {path.name}：不是有效的 Excel 工作簿（{type(exc).__name__}）") from None
-        try:
-            ws = wb.worksheets[0]
-            return [(n, list(r)) for n, r in enumerate(ws.iter_rows(values_only=True), start=1)]
-        finally:
-            wb.close()
+        # calamine gives every number as float: 2023.0 is the year 2023, 8.0 is 第8条.
+        return [
+            (n, [int(v) if isinstance(v, float) and v.is_integer() else (None if v == "" else v) for v in row])
+            for n, row in enumerate(grid, start=1)
+        ]
     raise InputError("HISTORY_FILE_TYPE", f"历史数据应为 .xlsx 或 .csv 文件，收到“{path.name}”")
 
 

@@ -476,6 +476,15 @@ def test_history_missing_header_is_named(tmp_path: Path) -> None:
     assert info.value.code == "HISTORY_HEADER" and "年度" in info.value.message
 
 
+def test_hostile_history_workbook_is_refused_before_opening(tmp_path: Path) -> None:
+    from hostile import make_all
+
+    bomb = make_all(tmp_path / "hostile")["ZIP_BOMB"]
+    with pytest.raises(InputError) as info:
+        import_history(bomb, tmp_path / "reg.sqlite")
+    assert info.value.code == "HISTORY_UNREADABLE" and "压缩炸弹" in info.value.message
+
+
 # --- idempotency, arrival order, cascade --------------------------------------------------------
 
 
