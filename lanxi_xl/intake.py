@@ -198,7 +198,11 @@ class FileReport:
     flags: tuple[CheckError, ...]  # severity "warning"
     instance: Mapping[str, Any] | None
     awards: tuple[Award, ...]
-    explanations: tuple[str, ...]
+
+    @property
+    def explanations(self) -> tuple[str, ...]:
+        """Each award's Chinese explanation, written only when asked for (--json, --explain)."""
+        return tuple(a.explain() for a in self.awards)
 
     @property
     def template(self) -> str | None:
@@ -232,7 +236,7 @@ def _refused(path: Path, name: str, sha: str, kind: str, problems: Iterable[Chec
     found = list(problems)
     errors = tuple(p for p in found if p.severity == "error")
     return FileReport(path, name, sha, kind, MappingProxyType(dict(stamp or {})), target, not errors, errors,
-                      tuple(p for p in found if p.severity != "error"), None, (), ())
+                      tuple(p for p in found if p.severity != "error"), None, ())
 
 
 # --- the generated template, as the checker compares with it ---------------------------
@@ -1389,7 +1393,7 @@ def _check_workbook(path: Path, name: str, sha: str, kind: str, reader: _Reader,
     return FileReport(
         path=path, name=name, sha256=sha, kind=kind, stamp=reading.stamp, target=target, valid=not errors,
         errors=errors, flags=tuple(e for e in found if e.severity != "error"), instance=instance,
-        awards=tuple(awards), explanations=tuple(a.explain() for a in awards),
+        awards=tuple(awards),
     )
 
 
