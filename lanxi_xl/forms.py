@@ -724,12 +724,14 @@ def article_def(model: FormModel, art: ArticleForm) -> dict[str, Any]:
     return s
 
 
-def article_schema(model: FormModel, art: ArticleForm) -> dict[str, Any]:
+def _declaration_envelope(model: FormModel, schema_id: str, title: str, description: str,
+                          articles: Mapping[str, Any]) -> dict[str, Any]:
+    """What every declaration schema shares: the stamp fields, the common part, ``articles``."""
     return {
         "$schema": META_SCHEMA,
-        "$id": art.schema_id,
-        "title": f"{model.policy.id} 第{art.article}条 {art.title} 申报",
-        "description": f"申报表模板版本 {model.template_version}；共同部分见 common.json",
+        "$id": schema_id,
+        "title": title,
+        "description": description,
         "type": "object",
         "additionalProperties": False,
         "required": ["common", "articles"],
@@ -737,38 +739,27 @@ def article_schema(model: FormModel, art: ArticleForm) -> dict[str, Any]:
             "policy": {"const": model.policy.key, "title": "政策"},
             "template_version": {"const": model.template_version, "title": "申报表模板版本"},
             "common": {"$ref": "common.json"},
-            "articles": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": [art.key],
-                "properties": {art.key: {"$ref": "#/$defs/article"}},
-            },
+            "articles": {"type": "object", "additionalProperties": False, **articles},
         },
-        "$defs": {"article": article_def(model, art)},
     }
+
+
+def article_schema(model: FormModel, art: ArticleForm) -> dict[str, Any]:
+    schema = _declaration_envelope(
+        model, art.schema_id, f"{model.policy.id} 第{art.article}条 {art.title} 申报",
+        f"申报表模板版本 {model.template_version}；共同部分见 common.json",
+        {"required": [art.key], "properties": {art.key: {"$ref": "#/$defs/article"}}},
+    )
+    schema["$defs"] = {"article": article_def(model, art)}
+    return schema
 
 
 def declaration_schema(model: FormModel) -> dict[str, Any]:
-    return {
-        "$schema": META_SCHEMA,
-        "$id": model.schema_id("declaration"),
-        "title": f"{model.policy.id} 综合申报（可同时申报多个条款）",
-        "description": f"申报表模板版本 {model.template_version}；每个条款的内容见 art-N.json",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["common", "articles"],
-        "properties": {
-            "policy": {"const": model.policy.key, "title": "政策"},
-            "template_version": {"const": model.template_version, "title": "申报表模板版本"},
-            "common": {"$ref": "common.json"},
-            "articles": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {k: {"$ref": f"art-{k}.json#/$defs/article"} for k in model.articles},
-            },
-        },
-    }
+    return _declaration_envelope(
+        model, model.schema_id("declaration"), f"{model.policy.id} 综合申报（可同时申报多个条款）",
+        f"申报表模板版本 {model.template_version}；每个条款的内容见 art-N.json",
+        {"minProperties": 1, "properties": {k: {"$ref": f"art-{k}.json#/$defs/article"} for k in model.articles}},
+    )
 
 
 def build_schemas(model: FormModel) -> dict[str, dict[str, Any]]:

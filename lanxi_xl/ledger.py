@@ -132,25 +132,27 @@ def _rows_sheet(ws: Worksheet, data: LedgerData) -> None:
     put_money(ws, total_row, 10, data.total).font = HEADER_FONT
 
 
-def _enterprises_sheet(ws: Worksheet, data: LedgerData) -> None:
-    headers = (("统一社会信用代码", 22), ("企业名称", 30), ("申报项数", 10), ("发放项数", 10), ("发放金额（元）", 16))
-    rows = [(e.credit_code, e.enterprise, e.candidates, e.paid, e.amount) for e in data.enterprises]
-    last = _table(ws, headers, rows)
+TOTAL_HEADERS = (("申报项数", 10), ("发放项数", 10), ("发放金额（元）", 16))
+
+
+def _totals_sheet(ws: Worksheet, keys: tuple[tuple[str, int], tuple[str, int]], groups: list[Any],
+                  key: Any) -> int:
+    """One row per group (two key columns, then candidates, paid, amount) and a 合计 line."""
+    last = _table(ws, (*keys, *TOTAL_HEADERS), [(*key(g), g.candidates, g.paid, g.amount) for g in groups])
     put_text(ws, last + 2, 2, "合计").font = HEADER_FONT
-    put_number(ws, last + 2, 3, sum(e.candidates for e in data.enterprises))
-    put_number(ws, last + 2, 4, sum(e.paid for e in data.enterprises))
-    put_money(ws, last + 2, 5, sum((e.amount for e in data.enterprises), Decimal(0))).font = HEADER_FONT
+    put_number(ws, last + 2, 3, sum(g.candidates for g in groups))
+    put_number(ws, last + 2, 4, sum(g.paid for g in groups))
+    put_money(ws, last + 2, 5, sum((g.amount for g in groups), Decimal(0))).font = HEADER_FONT
+    return last
+
+
+def _enterprises_sheet(ws: Worksheet, data: LedgerData) -> None:
+    _totals_sheet(ws, (("统一社会信用代码", 22), ("企业名称", 30)), list(data.enterprises),
+                  lambda e: (e.credit_code, e.enterprise))
 
 
 def _articles_sheet(ws: Worksheet, data: LedgerData) -> int:
-    headers = (("条款", 10), ("奖励项目", 40), ("申报项数", 10), ("发放项数", 10), ("发放金额（元）", 16))
-    rows = [(a.cite, a.title, a.candidates, a.paid, a.amount) for a in data.articles]
-    last = _table(ws, headers, rows)
-    put_text(ws, last + 2, 2, "合计").font = HEADER_FONT
-    put_number(ws, last + 2, 3, sum(a.candidates for a in data.articles))
-    put_number(ws, last + 2, 4, sum(a.paid for a in data.articles))
-    put_money(ws, last + 2, 5, sum((a.amount for a in data.articles), Decimal(0))).font = HEADER_FONT
-    return last
+    return _totals_sheet(ws, (("条款", 10), ("奖励项目", 40)), list(data.articles), lambda a: (a.cite, a.title))
 
 
 def _files_sheet(ws: Worksheet, data: LedgerData) -> None:
