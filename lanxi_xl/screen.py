@@ -151,33 +151,70 @@ class BytesZip(zipfile.ZipFile):
         self.inflated: dict[int, bytes] = {}  # header offset -> the whole part, CRC checked
 
 
+def _start(info: zipfile.ZipInfo, data: bytes) -> int | None:
+    """Where the part's compressed bytes begin, when its local header agrees with the
+    directory (magic, name); None otherwise (``zipfile`` then says what is wrong)."""
+    head = data[info.header_offset: info.header_offset + 30]
+    if len(head) != 30 or head[:4] != ZIP_MAGIC:
+        return None
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    try:
+        if data[info.header_offset + 30: info.header_offset + 30 + name_len] != info.orig_filename.encode(encoding):
+            return None
+    except UnicodeError:
+        return None
+    return info.header_offset + 30 + name_len + extra_len
+
+
+# Parts that are byte for byte the same in many files of a batch (the theme, styles,
+# rels and properties of one template): what inflating them gave is kept, keyed by the
+# directory entry and found again only when the compressed bytes are equal, so a part
+# is never trusted for its name or CRC. Sheets differ per file and are not kept.
+_SEEN: dict[tuple[bool, str, int, int, int, int], tuple[bytes, bytes]] = {}
+_MAX_SEEN = 1024  # ~1,000 small parts: a few MB at most
+
+
+def _seen_key(info: zipfile.ZipInfo, whole: bool) -> tuple[bool, str, int, int, int, int] | None:
+    if info.filename.startswith("xl/worksheets/") or info.compress_size > WHOLE_PART_BYTES:
+        return None
+    return whole, info.filename, info.compress_type, info.compress_size, info.CRC, info.file_size
+
+
+def _remember(key: tuple[bool, str, int, int, int, int] | None, chunk: bytes, out: bytes) -> None:
+    if key is not None:
+        if len(_SEEN) >= _MAX_SEEN:
+            _SEEN.clear()
+        _SEEN[key] = (bytes(chunk), out)
+
+
 def _inflate(info: zipfile.ZipInfo, data: bytes) -> bytes | None:
     """The whole part, inflated with raw ``zlib`` from the bytes in memory, when its local
     header, size and CRC-32 agree with the directory; None otherwise (``zipfile`` then
     reads it, and says what is wrong)."""
     if info.compress_type not in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED) or info.flag_bits & 0x1:
         return None
-    head = data[info.header_offset: info.header_offset + 30]
-    if len(head) != 30 or head[:4] != ZIP_MAGIC:
+    start = _start(info, data)
+    if start is None:
         return None
-    name_len, extra_len = struct.unpack("<HH", head[26:30])
-    start = info.header_offset + 30 + name_len + extra_len
-    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    chunk = data[start: start + info.compress_size]
+    key = _seen_key(info, True)
+    seen = _SEEN.get(key) if key is not None else None
+    if seen is not None and seen[0] == chunk:
+        return seen[1]
     try:
-        if data[info.header_offset + 30: info.header_offset + 30 + name_len] != info.orig_filename.encode(encoding):
-            return None
-        chunk = data[start: start + info.compress_size]
         out = chunk if info.compress_type == zipfile.ZIP_STORED else \
             zlib.decompressobj(-15).decompress(chunk, info.file_size + 1)
-    except (zlib.error, UnicodeError):
+    except zlib.error:
         return None
     if len(out) != info.file_size or zlib.crc32(out) != info.CRC:
         return None
+    _remember(key, chunk, out)
     return out
 
 
 WHOLE_PART_BYTES = 64 * 1024  # parts up to this size are inflated whole while screening…
-READ_NEXT = ("xl/workbook.xml", "xl/_rels/", "xl/styles.xml", "xl/sharedStrings.xml",
+READ_NEXT = ("xl/workbook.xml", "xl/_rels/", "xl/styles.xml", "xl/sharedStrings.xml", "xl/worksheets/sheet",
              "docProps/custom.xml", "[Content_Types].xml")  # …if the checker reads them next
 
 
@@ -194,17 +231,22 @@ def _prolog(zf: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes | None) -> b
             zf.inflated[info.header_offset] = whole
             return whole[:1024]
     if data is not None and info.compress_type in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED):
-        head = data[info.header_offset: info.header_offset + 30]
-        if len(head) == 30 and head[:4] == b"PK\x03\x04":
-            name_len, extra_len = struct.unpack("<HH", head[26:30])
-            start = info.header_offset + 30 + name_len + extra_len
+        start = _start(info, data)
+        if start is not None:
             chunk = data[start: start + min(info.compress_size, 4096)]
             if info.compress_type == zipfile.ZIP_STORED:
                 return chunk[:1024]
+            key = _seen_key(info, False)
+            seen = _SEEN.get(key) if key is not None else None
+            if seen is not None and seen[0] == chunk:
+                return seen[1]
             try:
-                return zlib.decompressobj(-15).decompress(chunk, 1024)
+                prolog = zlib.decompressobj(-15).decompress(chunk, 1024)
             except zlib.error:
                 pass  # let zipfile say what is wrong
+            else:
+                _remember(key, chunk, prolog)
+                return prolog
     with zf.open(info) as part:
         return part.read(1024)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import resource
 import time
 from pathlib import Path
@@ -50,3 +51,38 @@ def test_screening_the_bomb_does_not_blow_memory(corpus: dict[str, Path]) -> Non
 
 def test_missing_file(tmp_path: Path) -> None:
     assert screen(tmp_path / "nope.xlsx").problems[0].code == "FILE_UNREADABLE"
+
+
+def _swap_part_bytes(data: bytes, name: str, content: bytes) -> bytes:
+    """``data`` with part ``name``'s compressed bytes replaced by ``content`` deflated and
+    padded to the same length: the zip directory (name, sizes, CRC-32) stays as it was,
+    so only the bytes themselves tell the two files apart."""
+    import struct
+    import zipfile
+    import zlib
+
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = packer.compress(content) + packer.flush()
+    assert len(deflated) <= info.compress_size, "pick shorter content"
+    deflated += b"\0" * (info.compress_size - len(deflated))  # after the final block: ignored by inflate
+    return data[:start] + deflated + data[start + info.compress_size:]
+
+
+@pytest.mark.parametrize("part", ["xl/theme/theme1.xml", "xl/styles.xml"])
+def test_parts_remembered_across_files_are_matched_by_their_bytes(tmp_path: Path, part: str) -> None:
+    # Screening keeps what it inflated of parts shared by a batch's files (theme, styles).
+    # A later file with the same directory entry (name, sizes, CRC) but other bytes must
+    # be inflated afresh: here an entity declaration hidden behind a copied directory.
+    from lanxi_xl.screen import BytesZip
+
+    good = minimal_workbook(tmp_path / "good.xlsx").read_bytes()
+    evil = _swap_part_bytes(good, part, b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>')
+    for data in (good, good):  # the second time from what was remembered
+        result = screen(tmp_path / "good.xlsx", data, BytesZip(data))
+        assert result.readable and not result.problems
+    result = screen(tmp_path / "evil.xlsx", evil, BytesZip(evil))
+    assert [p.code for p in result.problems] == ["XML_ENTITIES"]
+    assert part in result.problems[0].message
