@@ -24,8 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import cache
@@ -878,11 +879,213 @@ def _inline_refs(node: Any, doc: str, schemas: Mapping[str, Any]) -> Any:
     return {k: _inline_refs(v, doc, schemas) for k, v in node.items() if k != "$defs"}
 
 
+# --- the fast accept path: the inlined schema compiled to a yes/no predicate -----------
+#
+# Nearly every instance of a batch is valid, and for a valid one jsonschema's error
+# generators are pure overhead. So each validator's schema is also compiled, once, into
+# nested closures answering only "valid?". The answer is sound, never lax: True only
+# where jsonschema finds no error at all. Anything not mirrored exactly here — a keyword
+# outside the subset build_schemas emits, a leftover $ref, an unknown format, a Python
+# type that is not plain JSON, NaN — gives False (or no predicate), and jsonschema
+# decides as before, with its messages. The closures hold only what they were built with.
+
+_Check = Callable[[Any], bool]
+
+
+class _Uncompilable(Exception):
+    """The schema uses something the fast path does not mirror exactly."""
+
+
+# Annotations decide nothing; $defs is unreachable once no $ref is left (a $ref refuses).
+_ANNOTATIONS = frozenset({"title", "description", "$id", "$schema", "$defs", "$comment", "default", "examples"})
+_KEYWORDS = _ANNOTATIONS | {
+    "type", "const", "enum", "anyOf", "format", "minimum", "maximum", "minLength", "maxLength", "pattern",
+    "items", "minItems", "maxItems", "properties", "additionalProperties", "required", "minProperties",
+    "dependentRequired",
+}
+# What a JSON document is made of. jsonschema's type checks are isinstance checks; rather
+# than reason about subclasses (a str subclass, an OrderedDict, a Decimal), refuse them.
+_JSON_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+_TYPE_OF = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+            "integer": int, "number": int}
+
+
+def _need(ok: bool, why: str) -> None:
+    if not ok:
+        raise _Uncompilable(why)
+
+
+def _count(schema: Mapping[str, Any], key: str, default: float) -> float:
+    value = schema.get(key, default)
+    _need(value is default or type(value) is int and value >= 0, f"{key}: {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _always(instance: Any) -> bool:
+    return True
+
+
+def _never(instance: Any) -> bool:
+    return False
+
+
+def _every(checks: Sequence[_Check]) -> _Check:
+    if len(checks) <= 1:
+        return checks[0] if checks else _always
+    frozen = tuple(checks)
+
+    def every(x: Any) -> bool:
+        for check in frozen:
+            if not check(x):
+                return False
+        return True
+    return every
+
+
+def _compile(schema: Any) -> _Check:
+    """``schema`` as a predicate that is True only where jsonschema (2020-12) reports nothing."""
+    if type(schema) is bool:
+        return _always if schema else _never
+    _need(type(schema) is dict, f"schema {schema!r}")
+    unknown = schema.keys() - _KEYWORDS
+    _need(not unknown, f"keywords {sorted(unknown)}")
+    checks = [c for c in (_type_check(schema), _object_check(schema), _array_check(schema),
+                          _string_check(schema), _number_check(schema)) if c is not None]
+    for key in ("const", "enum"):
+        if key in schema:
+            values = [schema[key]] if key == "const" else schema[key]
+            _need(type(values) is list and all(type(v) in _JSON_SCALARS for v in values), f"{key}: {values!r}")
+            # By type too: jsonschema's equal() tells True from 1 but not 1 from 1.0; stricter is sound.
+            members = frozenset((type(v), v) for v in values)
+            checks.append(lambda x, members=members: type(x) in _JSON_SCALARS and (type(x), x) in members)
+    if "anyOf" in schema:
+        _need(type(schema["anyOf"]) is list and bool(schema["anyOf"]), "anyOf")
+        branches = tuple(_compile(b) for b in schema["anyOf"])
+        checks.append(lambda x: any(branch(x) for branch in branches))
+    if "format" in schema:
+        # The checking function itself, taken now: validating then reads no shared table.
+        _need(schema["format"] in _FORMAT_CHECKER.checkers, f"format {schema['format']!r}")
+        conforms = _FORMAT_CHECKER.checkers[schema["format"]][0]
+        checks.append(lambda x: _safely(conforms, x))
+    return _every(checks)
+
+
+def _safely(conforms: Callable[[Any], Any], x: Any) -> bool:
+    try:
+        return bool(conforms(x))
+    except Exception:  # whatever it raises, jsonschema shall say it (or raise it again)
+        return False
+
+
+def _type_check(schema: Mapping[str, Any]) -> _Check | None:
+    if "type" not in schema:
+        return None
+    names = [schema["type"]] if type(schema["type"]) is str else schema["type"]
+    _need(type(names) is list and all(n in _TYPE_OF for n in names), f"type {names!r}")
+    exact = frozenset(_TYPE_OF[n] for n in names)
+    # A float is an integer when whole (2020-12); inf and NaN are refused even as "number".
+    whole = math.isfinite if "number" in names else float.is_integer if "integer" in names else None
+    if whole is None:
+        return lambda x: type(x) in exact
+    return lambda x: type(x) in exact or (type(x) is float and whole(x))
+
+
+def _object_check(schema: Mapping[str, Any]) -> _Check | None:
+    properties, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+    required, dependent = schema.get("required", []), schema.get("dependentRequired", {})
+    least = _count(schema, "minProperties", 0)
+    _need(type(properties) is dict and type(required) is list and all(type(k) is str for k in required)
+          and type(dependent) is dict and all(type(v) is list and all(type(o) is str for o in v)
+                                              for v in dependent.values()), "object keywords")
+    if not (properties or extra is not True or required or dependent or least):
+        return None
+    checks = MappingProxyType({name: _compile(sub) for name, sub in properties.items()})
+    other, needed = _compile(extra), tuple(required)
+    pairs = tuple((k, tuple(v)) for k, v in dependent.items())
+
+    def object_(x: Any) -> bool:
+        if type(x) is not dict:
+            return type(x) in _JSON_TYPES  # none of these keywords applies to a non-object
+        if len(x) < least or not all(k in x for k in needed):
+            return False
+        if pairs and not all(o in x for k, others in pairs if k in x for o in others):
+            return False
+        for k, v in x.items():
+            if not checks.get(k, other)(v):
+                return False
+        return True
+    return object_
+
+
+def _array_check(schema: Mapping[str, Any]) -> _Check | None:
+    if not schema.keys() & {"items", "minItems", "maxItems"}:
+        return None
+    each = _compile(schema.get("items", True))
+    least, most = _count(schema, "minItems", 0), _count(schema, "maxItems", math.inf)
+
+    def array(x: Any) -> bool:
+        if type(x) is not list:
+            return type(x) in _JSON_TYPES
+        return least <= len(x) <= most and all(each(item) for item in x)
+    return array
+
+
+def _string_check(schema: Mapping[str, Any]) -> _Check | None:
+    if not schema.keys() & {"minLength", "maxLength", "pattern"}:
+        return None
+    least, most = _count(schema, "minLength", 0), _count(schema, "maxLength", math.inf)
+    try:  # jsonschema runs re.search(pattern, instance): the same regex, compiled once here
+        search = re.compile(schema["pattern"]).search if "pattern" in schema else None
+    except (re.error, TypeError) as e:
+        raise _Uncompilable(f"pattern {schema['pattern']!r}") from e
+
+    def string(x: Any) -> bool:
+        if type(x) is not str:
+            return type(x) in _JSON_TYPES
+        return least <= len(x) <= most and (search is None or search(x) is not None)
+    return string
+
+
+def _number_check(schema: Mapping[str, Any]) -> _Check | None:
+    if not schema.keys() & {"minimum", "maximum"}:
+        return None
+    low, high = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
+    _need(all(type(v) in (int, float) and v == v for v in (low, high)), "minimum/maximum")
+
+    def number(x: Any) -> bool:
+        if type(x) is not int and type(x) is not float:
+            return type(x) in _JSON_TYPES
+        return low <= x <= high  # False for NaN, which jsonschema would let pass: stricter
+    return number
+
+
+def _compile_or_none(schema: Any) -> _Check | None:
+    try:
+        return _compile(schema)
+    except _Uncompilable:
+        return None
+
+
+@cache
+def _fast_accept(policy_key: str, version: str, target: str) -> _Check | None:
+    """The compiled predicate of :func:`_validator`'s own (inlined) schema, or None."""
+    return _compile_or_none(_validator(policy_key, version, target).schema)
+
+
 def validate_instance(model: FormModel, target: str, instance: Any) -> list[Problem]:
     """Schema errors of ``instance`` for ``target`` ("all" or an article), in document order."""
     if target != "all":
         model.article(target)
-    validator = _validator(model.policy.key, model.template_version, target)
+    key = (model.policy.key, model.template_version, target)
+    accept = _fast_accept(*key)
+    if accept is not None and accept(instance):
+        return []
+    return _schema_problems(_validator(*key), instance)
+
+
+def _schema_problems(validator: jsonschema.Draft202012Validator, instance: Any) -> list[Problem]:
+    """What jsonschema finds wrong with ``instance``: the path of every instance not accepted fast."""
     problems = [p for e in _leaves(validator.iter_errors(instance)) for p in _problems(e)]
     unique = {(p.pointer, p.message): p for p in problems}
     return sorted(unique.values(), key=lambda p: (_pointer_key(p.pointer), p.message))
