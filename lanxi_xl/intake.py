@@ -342,18 +342,19 @@ def _build_layout(model: FormModel, target: str) -> Layout:
 
 # --- reading the zip: parts, stamp, sheet XML ------------------------------------------
 
-_ATTR = re.compile(rb'([\w:.-]+)\s*=\s*"([^"]*)"')
-_SHEET_TAG = re.compile(rb"<(?:[\w.-]+:)?sheet\s([^>]*)>")
-_REL_TAG = re.compile(rb"<(?:[\w.-]+:)?Relationship\s([^>]*)>")
-_SST_TAG = re.compile(rb"<(?:[\w.-]+:)?sst\b([^>]*)>")
-_PROPERTY = re.compile(rb"<(?:[\w.-]+:)?property\s([^>]*)>(.*?)</(?:[\w.-]+:)?property>", re.S)
+_ATTR = re.compile(rb'(?<![\w:.-])([\w:.-]+)\s*=\s*"([^"]*)"')  # a name starts only where a word does
+_SHEET_TAG = re.compile(rb"<(?:[\w.-]+:)?sheet\s([^<>]*)>")
+_REL_TAG = re.compile(rb"<(?:[\w.-]+:)?Relationship\s([^<>]*)>")
+_SST_TAG = re.compile(rb"<(?:[\w.-]+:)?sst\b([^<>]*)>")
+_PROPERTY = re.compile(rb"<(?:[\w.-]+:)?property\s([^<>]*)>([^<]*(?:<(?!/?(?:[\w.-]+:)?property[\s>/])[^<]*)*)"
+                       rb"</(?:[\w.-]+:)?property>")
 _PROPERTY_VALUE = re.compile(rb">([^<]*)<")
 _MARKUP_DECLARATION = re.compile(rb"<!")  # comments, CDATA (a regex finds it faster than ``in``)
 _CELL_WITHOUT_ADDRESS = re.compile(rb'<c(?=[\s>/])(?! r=")')  # a cell whose address is not written first
 _PREFIXED_CELL = re.compile(rb":c[\s>/]")
 _BIG_REF = re.compile(rb'<c r="([A-Z]{2,3}|[A-Z](?=[0-9]{4}))([0-9]+)"')
 _FORMULA = re.compile(rb"<f[\s>/]")
-_ERROR_CELL = re.compile(rb'<c\s[^>]*?\bt="e"[^>]*>')
+_ERROR_CELL = re.compile(rb'<c\s[^<>]*?\bt="e"[^<>]*>')
 _R_ATTR = re.compile(rb'\br="([A-Z]{1,3})([0-9]{1,7})"')
 
 
@@ -505,8 +506,12 @@ def scan_sheet_xml(xml: bytes) -> SheetScan:
                 errors.add((m.group(1) + m.group(2)).decode())
     formulas = set()
     for m in _FORMULA.finditer(xml):
-        # <f> comes first inside its <c r="…">: the last cell start before it is its cell.
-        start = xml.rfind(b'<c r="', 0, m.start()) + 6
+        # <f> comes first inside its <c r="…">: the last cell start shortly before it is its
+        # cell (a bounded look back: a hostile part of formulas alone is not rescanned each time).
+        start = xml.rfind(b'<c r="', max(0, m.start() - 1024), m.start())
+        if start < 0:
+            return _scan_sheet_exactly(xml)
+        start += 6
         formulas.add(xml[start: xml.index(b'"', start)].decode())
     return SheetScan(frozenset(formulas), frozenset(errors), rows, cols)
 
@@ -554,11 +559,12 @@ class _Unusual(Exception):
 _V = re.compile(rb"<v>([^<]*)</v>")
 _V_EMPTY = re.compile(rb"<v\s*/>")
 _NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
-_T_RUN = re.compile(rb"<t(\s[^>]*)?>([^<]*)</t>|<t(\s[^>]*)?/>")
-_SI = re.compile(rb"<si>(.*?)</si>|<si/>", re.S)
+_T_RUN = re.compile(rb"<t(\s[^<>]*)?>([^<]*)</t>|<t(\s[^<>]*)?/>")
+_SI = re.compile(rb"<si>([^<]*(?:<(?!/si>|si[\s>/])[^<]*)*)</si>|<si/>")
 _TAG_NAME = re.compile(rb"<(/?)([A-Za-z]+)[\s/>]")
-_XF = re.compile(rb"<xf\b([^>]*?)/?>")
-_NUM_FMT = re.compile(rb"<numFmt\b([^>]*)/?>")
+_XF = re.compile(rb"<xf\b([^<>]*?)/?>")
+_CELL_XFS = re.compile(rb"<cellXfs\b[^<>]*>([^<]*(?:<(?!/?cellXfs\b)[^<]*)*)</cellXfs>")
+_NUM_FMT = re.compile(rb"<numFmt\b([^<>]*)/?>")
 _ENTITY = re.compile(rb"&(amp|lt|gt|quot|apos|#[0-9]+|#x[0-9A-Fa-f]+);")
 _ENTITIES = {b"amp": "&", b"lt": "<", b"gt": ">", b"quot": '"', b"apos": "'"}
 # Builtin number formats calamine reads as dates/times; custom formats with a date letter
@@ -619,7 +625,7 @@ def _date_styles(styles: bytes) -> tuple[int, ...]:
 def _read_date_styles(styles: bytes) -> tuple[int, ...]:
     """Per cellXfs index: how a number in that style reads — 0 a number, 1 a date (a pure
     y/m/d format), 2 anything else that may be a date or time (calamine decides)."""
-    xfs = re.search(rb"<cellXfs\b[^>]*>(.*?)</cellXfs>", styles, re.S)
+    xfs = _CELL_XFS.search(styles)
     if xfs is None or b":xf" in styles or b"<!--" in styles or b"CDATA[" in styles:
         raise _Unusual("styles")
     custom: dict[int, int] = {}
@@ -629,7 +635,7 @@ def _read_date_styles(styles: bytes) -> tuple[int, ...]:
             raise _Unusual("numFmt")
         code = re.sub(r'"[^"]*"|\\.', "", a.get("formatCode", ""))
         elapsed = re.search(r"\[[hms]+\]", code, re.I)  # [h]:mm, a duration
-        letters = {ch for ch in re.sub(r"\[[^\]]*\]|General", "", code, flags=re.I) if ch.isalpha()}
+        letters = {ch for ch in re.sub(r"\[[^\]\[]*\]|General", "", code, flags=re.I) if ch.isalpha()}
         custom[int(a["numFmtId"])] = 2 if elapsed else 0 if not letters else 1 if letters <= set("ymdYMD") else 2
     out = []
     for raw in _XF.findall(xfs.group(1)):
@@ -651,8 +657,8 @@ _SKIP = object()  # a cell without a value: calamine leaves it out (and out of t
 # The cells openpyxl, Excel and LibreOffice write, in one pass: r, s, t in that order, then
 # an inline string, a value, or anything else (formulas: read by _cell_value).
 # A cell start the expression cannot take whole is caught by the last group (``odd``).
-_CELL_FAST = re.compile(rb'<c r="(?:([A-Z]{1,3})([0-9]{1,7})"(?: s="([0-9]+)")?(?: t="([A-Za-z]+)")?([^>/]*)'
-                        rb'(?:/>|>(?:<is><t>([^<&\r]+)</t></is>|<v>([^<]+)</v>|([^<]*(?:<(?!/c>)[^<]*)*))</c>)|(.))',
+_CELL_FAST = re.compile(rb'<c r="(?:([A-Z]{1,3})([0-9]{1,7})"(?: s="([0-9]+)")?(?: t="([A-Za-z]+)")?([^<>/]*)'
+                        rb'(?:/>|>(?:<is><t>([^<&\r]+)</t></is>|<v>([^<]+)</v>|([^<]*(?:<(?!/c>|c[\s>/])[^<]*)*))</c>)|(.))',
                         re.S)
 _XML_SPACE = b" \t\n"
 _second = itemgetter(1)
@@ -776,18 +782,29 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
             values = False
         except Exception as exc:  # noqa: BLE001 - raised by the caller after the extent guard
             values, pending = False, exc
-    cells: dict[tuple[int, int], Any] = {}
+    cells: dict[int, Any] = {}  # row << 15 | column (columns end at 16,384)
     formulas: set[str] = set()
     errors: set[str] = set()
-    places: list[tuple[int, int]] = []
     columns = _COLUMNS
+    rows = cols = row = 0
+    row_digits = b""
+    last = -1  # machine-written cells come in order: a cell out of order or written twice is calamine's
     for letters, digits, style, kind, attrs, text, raw, body, odd in found:
         if odd or attrs and attrs.strip() or body and b"<c" in body:
             # a cell the expression cannot read, attributes in another order or ones
             # calamine may heed, a cell inside a cell: the exact scan
             return None
-        where = (int(digits), columns.get(letters) or _col(letters))
-        places.append(where)
+        if digits != row_digits:
+            row_digits, row = digits, int(digits)
+            if row > rows:
+                rows = row
+        col = columns.get(letters) or _col(letters)
+        if col > cols:
+            cols = col
+        where = row << 15 | col
+        if where <= last:
+            values = False
+        last = where
         if body and b"<f" in body:
             formulas.add((letters + digits).decode())
         if kind == b"e":
@@ -819,20 +836,16 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
             cells[where] = value
         except _Unusual:
             values = False
-    rows = max(places)[0] if places else 0
-    cols = max(places, key=_second)[1] if places else 0
-    if values and len(set(places)) != len(places):
-        values = False  # a cell written twice
     scan = SheetScan(frozenset(formulas), frozenset(errors), rows, cols)
     if not values:
         return scan, None, pending
     if not cells or rows > MAX_SHEET_ROWS or cols > MAX_SHEET_COLS:
         return scan, [], None  # too large: refused by the caller before the grid is used
-    height = max(cells)[0]
-    width = max(cells, key=_second)[1]
+    height = max(cells) >> 15
+    width = max(k & 0x7FFF for k in cells)
     grid = [[""] * width for _ in range(height)]
-    for (r, c), value in cells.items():
-        grid[r - 1][c - 1] = value
+    for k, value in cells.items():
+        grid[(k >> 15) - 1][(k & 0x7FFF) - 1] = value
     return scan, grid, None
 
 
@@ -843,17 +856,36 @@ def _shared_strings(xml: bytes) -> list[str]:
     if b":si" in xml or b"<!--" in xml or b"CDATA[" in xml or b"<rPh" in xml or b"<si " in xml:
         raise _Unusual("shared strings")
     count = xml.count(b"<si")
-    plain = _SI_PLAIN.findall(xml)
-    if len(plain) == count:  # every string one plain <t>: the common table, in one pass
-        return [_plain_text(raw) for raw in plain]
-    out = []
-    for m in _SI.finditer(xml):
-        if m.group(1) is None:
-            raise _Unusual("empty shared string")
-        out.append(_rich_text(m.group(1)))
-    if len(out) != count:
+    if b"<r>" not in xml and b"<t " not in xml:
+        plain = _SI_PLAIN.findall(xml)
+        if len(plain) == count:  # every string one plain <t>: the common table, in one pass
+            return [_plain_text(raw) for raw in plain]
+    bodies = _SI.findall(xml)  # b"" for <si/> and <si></si>, which _rich_text refuses
+    if len(bodies) != count:
         raise _Unusual("shared strings")
+    known = _SI_TEXTS
+    try:
+        return [known[body] for body in bodies]
+    except KeyError:
+        pass
+    out = []
+    for body in bodies:
+        text = known.get(body)
+        if text is None:
+            text = _rich_text(body)
+            if len(body) <= 4096:
+                if len(known) >= _MAX_SI_TEXTS:
+                    known.clear()
+                known[body] = text
+        out.append(text)
     return out
+
+
+# The text of each <si> body read so far (a pure function of its bytes). Excel and
+# LibreOffice rewrite the whole table into every file they save, labels and rich-text
+# help included, so most bodies of a batch's tables have been read before.
+_SI_TEXTS: dict[bytes, str] = {}
+_MAX_SI_TEXTS = 1 << 14
 
 
 class _Reader:

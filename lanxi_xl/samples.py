@@ -239,3 +239,58 @@ def make_all(folder: Path) -> dict[str, Path]:
     files["SHEET_TOO_LARGE"] = p
     base.unlink()
     return files
+
+
+_MAIN_NS = b'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+_SST_REL = (b'<Relationship Id="rIdSst" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+            b'sharedStrings" Target="sharedStrings.xml"/>')
+
+
+def make_slow_parsing(base: Path, folder: Path, size: int = 1 << 20) -> dict[str, Path]:
+    """Workbooks whose parts (about ``size`` bytes each, within every cap) are shaped to
+    make a backtracking or rescanning reader take time quadratic in their length: tags
+    never closed, attribute lists that never end, runs of one word. ``base`` is a filled
+    declaration; each file replaces one of its parts. Keyed by a short description."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(base) as zf:
+        rels = zf.read("xl/_rels/workbook.xml.rels")
+        types = zf.read("[Content_Types].xml")
+        sheet = next(n for n in zf.namelist() if n.startswith("xl/worksheets/"))
+
+    def times(unit: bytes) -> bytes:
+        return unit * (size // len(unit))
+
+    def sheet_xml(body: bytes) -> bytes:
+        return b'<?xml version="1.0"?><worksheet ' + _MAIN_NS + b'><sheetData><row r="1">' + body + b"</row></sheetData></worksheet>"
+
+    with_sst = {
+        "xl/_rels/workbook.xml.rels": rels.replace(b"</Relationships>", _SST_REL + b"</Relationships>"),
+        "[Content_Types].xml": types.replace(b"</Types>", b'<Override PartName="/xl/sharedStrings.xml" ContentType='
+                                             b'"application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>'),
+    }
+    kinds: dict[str, dict[str, bytes]] = {
+        "sheet-cells-never-closed": {sheet: sheet_xml(times(b'<c r="A1"><v>1</v>'))},
+        "sheet-cell-attributes-never-end": {sheet: sheet_xml(times(b'<c r="A1" s="1" ') + b't="e">')},
+        "sheet-cell-in-cell": {sheet: sheet_xml(times(b'<c r="A1"><f>1</f>'))},
+        "sheet-formulas-outside-cells": {sheet: sheet_xml(b'<c r="A1" x="1"/>' + times(b"<f>1</f>"))},
+        "shared-strings-never-closed": {
+            **with_sst, "xl/sharedStrings.xml": b'<?xml version="1.0"?><sst ' + _MAIN_NS + b">" + times(b"<si><t>a</t>") + b"</sst>"},
+        "styles-cellxfs-never-closed": {
+            "xl/styles.xml": b'<?xml version="1.0"?><styleSheet ' + _MAIN_NS + b">" + times(b'<cellXfs count="1"><xf numFmtId="0"')},
+        "styles-format-code-brackets-never-closed": {
+            "xl/styles.xml": b'<?xml version="1.0"?><styleSheet ' + _MAIN_NS + b'><numFmts count="1"><numFmt numFmtId="164" '
+                             b'formatCode="' + times(b"[") + b'"/></numFmts><cellXfs count="1"><xf numFmtId="164"/></cellXfs>'
+                             b"</styleSheet>"},
+        "custom-properties-never-closed": {
+            "docProps/custom.xml": b'<?xml version="1.0"?><Properties>' + times(b'<property name="lanxi.policy" pid="2"><vt:lpwstr>x')},
+        "workbook-sheet-tags-never-end": {
+            "xl/workbook.xml": b'<?xml version="1.0"?><workbook ' + _MAIN_NS + b"><sheets>" + times(b'<sheet name="a" ')},
+        "workbook-attribute-one-long-word": {
+            "xl/workbook.xml": b'<?xml version="1.0"?><workbook ' + _MAIN_NS + b'><sheets><sheet name="a" '
+                               + times(b"a") + b' r:id="rId1"/></sheets></workbook>'},
+        "rels-never-end": {"xl/_rels/workbook.xml.rels": b'<?xml version="1.0"?><Relationships>' + times(b'<Relationship Id="rId1" ')},
+    }
+    files = {}
+    for kind, parts in kinds.items():
+        files[kind] = rewrite_zip(base, folder / f"slow-{kind}.xlsx", replace=parts)
+    return files

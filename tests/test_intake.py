@@ -28,7 +28,7 @@ from lanxi_xl import intake
 from lanxi_xl.cli import main
 from lanxi_xl.errors import InputError
 from lanxi_xl.intake import CODES, annotate, check_file, check_paths, checked_declaration, report_to_json
-from lanxi_xl.samples import make_all, minimal_workbook, rewrite_zip
+from lanxi_xl.samples import make_all, make_slow_parsing, minimal_workbook, rewrite_zip
 from lanxi_xl.templates import build_calculator, fill, workbook_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -333,6 +333,39 @@ def test_calamine_is_never_handed_what_aborts_it(hostile: dict[str, Path], corpu
     out = json.loads(done.stdout)
     assert [o["valid"] for o in out] == [False, False, False, True]
     assert [o["errors"][0]["code"] for o in out[:3]] == ["SHEET_TOO_LARGE", "SUSPICIOUS_STRUCTURE", "CORRUPT_WORKBOOK"]
+
+
+# What each part shaped against a backtracking reader comes to (half a megabyte each, under
+# every size and ratio cap): a per-file error where the part is needed, nothing where not.
+SLOW_PARSING = {
+    "sheet-cells-never-closed": ["CORRUPT_WORKBOOK"],
+    "sheet-cell-attributes-never-end": ["CORRUPT_WORKBOOK"],
+    "sheet-cell-in-cell": ["CORRUPT_WORKBOOK"],
+    "sheet-formulas-outside-cells": ["LAYOUT_CHANGED"] + ["LABEL_CHANGED"] * 10,
+    "shared-strings-never-closed": [],  # no cell refers to the table
+    "styles-cellxfs-never-closed": ["CORRUPT_WORKBOOK"],
+    "styles-format-code-brackets-never-closed": [],
+    "custom-properties-never-closed": [],  # the stamp is read from the _meta sheet as well
+    "workbook-sheet-tags-never-end": ["SHEET_MISSING", "SHEET_MISSING"],
+    "workbook-attribute-one-long-word": ["SHEET_MISSING", "SHEET_MISSING"],
+    "rels-never-end": ["SHEET_MISSING", "SHEET_MISSING"],
+}
+
+
+def test_parts_shaped_against_the_reader_take_linear_time(tmp_path: Path, corpus: dict[str, Path]) -> None:
+    """Each of these took the reader time quadratic in the part's length (seconds at 64 KB,
+    hours at 1 MB): unclosed tags and endless attribute lists rescanned from every start.
+    A real process with a deadline: a regular expression cannot be interrupted."""
+    files = make_slow_parsing(corpus["valid-8"], tmp_path / "slow", 512 * 1024)
+    assert set(files) == set(SLOW_PARSING)
+    done = subprocess.run([sys.executable, "-m", "lanxi_xl.cli", "check", "--json", str(tmp_path / "slow")],
+                          capture_output=True, text=True, encoding="utf-8", timeout=120, cwd=ROOT)
+    assert done.returncode == 1, done.stderr[-2000:]
+    out = {Path(o["file"]).name: o for o in json.loads(done.stdout)}
+    for kind, path in files.items():
+        report = out[path.name]
+        assert sorted(e["code"] for e in report["errors"]) == sorted(SLOW_PARSING[kind]), (kind, report["errors"][:3])
+        assert report["valid"] == (not SLOW_PARSING[kind]), kind
 
 
 def test_unusual_sheet_xml_takes_the_exact_parse() -> None:
