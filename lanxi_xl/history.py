@@ -85,14 +85,18 @@ def read_table(path: Path) -> list[tuple[int, list[object]]]:
     raise InputError("HISTORY_FILE_TYPE", f"历史数据应为 .xlsx 或 .csv 文件，收到“{path.name}”")
 
 
-_CLAUSE_RE = re.compile(r"^第?\s*(\d+)\s*条?(?:\s*第?\s*(\d+)\s*款)?$")
+# White space is taken out first: with ``\s*`` on both sides of optional parts, a cell of
+# "1" and a few thousand spaces took the expression seconds (cubic backtracking).
+_CLAUSE_RE = re.compile(r"第?(\d{1,3})条?(?:第?(\d{1,3})款)?")
+_SUBCLAUSE_RE = re.compile(r"(\d{1,3})\.(\d{1,3})")
 
 
 def parse_clause(raw: object, clause_ids: Sequence[str]) -> str:
     text = _cell_text(raw).replace("．", ".")
     if text in clause_ids:
         return text
-    m = _CLAUSE_RE.match(text) or re.match(r"^(\d+)\.(\d+)$", text)
+    compact = "".join(text.split())
+    m = _CLAUSE_RE.fullmatch(compact) or _SUBCLAUSE_RE.fullmatch(compact)
     if m:
         cid = m.group(1) if not m.group(2) else f"{m.group(1)}.{m.group(2)}"
         if cid in clause_ids:

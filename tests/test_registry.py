@@ -21,7 +21,7 @@ import pytest
 from declarations import credit_code, declare
 
 from lanxi_xl.errors import InputError, LanxiError
-from lanxi_xl.history import import_history
+from lanxi_xl.history import import_history, parse_clause
 from lanxi_xl.registry import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -466,6 +466,31 @@ def test_bad_history_rows_are_all_reported_and_nothing_is_imported(tmp_path: Pat
     with open_registry(db) as reg:
         assert [h.credit_code for h in reg.history()] == [credit_code(1)]
         assert reg.conn.execute("SELECT COUNT(*) FROM history_imports").fetchone()[0] == 1
+
+
+def test_history_clause_spellings() -> None:
+    ids = tuple(policy_for_year(2023).clauses)
+    for raw, cid in [("8", "8"), ("第8条", "8"), (" 第 8 条 ", "8"), ("4.1", "4.1"), ("4．1", "4.1"),
+                     ("第4条第1款", "4.1"), ("第 11 条 第 2 款", "11.2"), (8, "8"), (8.0, "8")]:
+        assert parse_clause(raw, ids) == cid, raw
+    with pytest.raises(InputError) as info:
+        parse_clause("第4条", ids)
+    assert info.value.code == "HISTORY_CLAUSE_AMBIGUOUS" and "4.1、4.2" in info.value.message
+    for raw in ("99", "第8章", "8.9", "abc"):
+        with pytest.raises(InputError) as info:
+            parse_clause(raw, ids)
+        assert info.value.code == "HISTORY_CLAUSE", raw
+
+
+def test_history_clause_cell_of_spaces_is_refused_at_once() -> None:
+    # "1" and 20,000 spaces: the expression this replaced backtracked for hours on it (2.8 s
+    # at 1,000 spaces, cubic). A real process with a deadline: a match cannot be interrupted.
+    code = ("from lanxi_xl.history import parse_clause\nfrom lanxi_xl.errors import InputError\n"
+            "from lanxi_xl.policy import policy_for_year\n"
+            "try:\n    parse_clause('1' + ' ' * 20000 + 'x', tuple(policy_for_year(2023).clauses))\n"
+            "except InputError as e:\n    print(e.code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "HISTORY_CLAUSE", done.stderr[-2000:]
 
 
 def test_history_missing_header_is_named(tmp_path: Path) -> None:
