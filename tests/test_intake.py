@@ -554,3 +554,28 @@ def test_every_code_is_documented() -> None:
     doc = (ROOT / "docs" / "checking.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", doc, re.M))
     assert documented == set(CODES)
+
+
+@pytest.mark.parametrize("sst", [
+    b'<sst><si><t>a</t><rPh sb="0" eb="1"><t>A</t></rPh></si></sst>',  # phonetic run
+    b'<sst><si foo="1"><t>a</t></si></sst>',  # attributes on <si>
+    b"<sst><si ><t>a</t></si></sst>",
+    b"<sst><si><t>a</t></si><!-- <si><t>b</t></si> --></sst>",  # a string inside a comment
+    b"<sst><si><t>a</t></si><![CDATA[<si><t>b</t></si>]]></sst>",
+    b'<x:sst xmlns:x="m"><si><t>a</t></si><x:si><t>b</t></x:si></x:sst>',  # a prefixed entry
+    b"<sst><si><t>a</t></si><si></si></sst>",  # an empty entry
+    b"<sst><si><t>a</t>" + b"<si><t>b</t>" * 3 + b"</si></sst>",  # entries never closed
+])
+def test_shared_strings_the_reader_leaves_to_calamine(sst: bytes) -> None:
+    # Whatever the value reader cannot read exactly like calamine goes to calamine (the
+    # sheet's values are then calamine's); a table read wrongly would shift every string.
+    with pytest.raises(intake._Unusual):
+        intake._shared_strings(sst)
+
+
+def test_shared_strings_read_plain_rich_and_again_from_memory() -> None:
+    rich = '<r><rPr><b/></rPr><t xml:space="preserve">依据 </t></r><r><t>2022</t></r>'.encode()
+    sst = "<sst><si><t>标签</t></si><si>".encode() + rich + b"</si><si><t>a&amp;b</t></si></sst>"
+    assert intake._shared_strings(sst) == ["标签", "依据 2022", "a&b"]
+    assert rich in intake._SI_TEXTS  # kept for the next file of the batch
+    assert intake._shared_strings(sst) == ["标签", "依据 2022", "a&b"]
