@@ -5,8 +5,8 @@
     python bench/bench_check.py --libreoffice   # the same forms saved by LibreOffice, too
 
 * ``check_paths``: the checker, one process, no annotated copies (what ``lanxi-xl check
-  DIR --json`` does minus printing). Every file is screened, guarded, read with
-  python-calamine, compared with its template, validated and computed.
+  DIR`` does minus printing). Every file is screened, guarded, read, compared with its
+  template, validated and computed; each run starts with the process's memos empty.
 * floor: ``zipfile`` + ``xml.etree.ElementTree`` of the sheet XML the form needs and
   the shared strings, nothing else — no reader can be faster than unzip + parse.
 * naive: ``openpyxl.load_workbook`` (via ``forms.read_workbook``) and
@@ -41,7 +41,7 @@ import jsonschema  # noqa: E402
 import referencing  # noqa: E402
 import referencing.jsonschema  # noqa: E402
 
-from lanxi_xl import forms, intake  # noqa: E402
+from lanxi_xl import forms, intake, screen  # noqa: E402
 from lanxi_xl.samples import instance_for  # noqa: E402
 from lanxi_xl.templates import fill  # noqa: E402
 
@@ -98,9 +98,11 @@ def naive(paths: Sequence[Path]) -> None:
 
 
 def checker(paths: Sequence[Path]) -> None:
-    # Each run is a first batch: the validator's memo of valid values (forms._VALID_SCALARS)
-    # starts empty, so a repeat is not helped by the figures of the run before.
+    # Each run is a first batch: the memos of a process (valid values, parts inflated,
+    # shared strings read) start empty, so a repeat is not helped by the run before.
     forms._VALID_SCALARS.clear()
+    screen._SEEN.clear()
+    intake._SI_TEXTS.clear()
     reports = intake.check_paths(paths)
     bad = [r for r in reports if not r.valid]
     assert not bad, [(r.name, [e.line() for e in r.errors]) for r in bad[:3]]

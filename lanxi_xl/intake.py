@@ -823,6 +823,8 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
             if raw:
                 if not kind or kind == b"n":
                     value = _number(raw, int(style) if style else 0, dates, date1904)
+                elif kind == b"s" and strings is not None and raw.isdigit() and int(raw) < len(strings):
+                    value = strings[int(raw)]  # _typed's shared string, inline: most cells of a re-saved form
                 else:
                     value = _typed(kind, raw, strings)
             elif body:
@@ -875,13 +877,27 @@ def _shared_strings(xml: bytes) -> list[str]:
     for body in bodies:
         text = known.get(body)
         if text is None:
-            text = _rich_text(body)
+            text = _si_text(body)
             if len(body) <= 4096:
                 if len(known) >= _MAX_SI_TEXTS:
                     known.clear()
                 known[body] = text
         out.append(text)
     return out
+
+
+_T_SIMPLE = re.compile(rb'<t( xml:space="preserve")?>([^<&\r_]+)</t>')
+
+
+def _si_text(body: bytes) -> str:
+    """:func:`_rich_text` of one entry, without its machinery for the common one: a single
+    <t> (as LibreOffice writes every entry) with no entity, CR or escape in it."""
+    m = _T_SIMPLE.fullmatch(body)
+    if m is not None:
+        text = m.group(2).decode("utf-8")
+        if m.group(1) or text == text.strip():
+            return text
+    return _rich_text(body)
 
 
 # The text of each <si> body read so far (a pure function of its bytes). Excel and
