@@ -1277,7 +1277,9 @@ class Reading:
 
 def cell_to_json(f: Field, value: Any) -> Any:
     """A cell's value as the instance holds it; what cannot be read is kept for the schema to refuse."""
-    if isinstance(value, str) and f.type not in ("text",):
+    # Free text is kept as typed; a coded text (a bank account: a pattern) loses the spaces
+    # and line breaks around it, which Python's "$" in the pattern would let through.
+    if isinstance(value, str) and (f.type != "text" or f.pattern):
         value = value.strip()
     if value is None or value == "":
         return None
