@@ -57,7 +57,7 @@ from .numerals import describe_number_text
 from .registry import CheckedDeclaration, Claim, normalize_credit_code
 from .rules import STATUS_ZH, Award, Status, compute
 from .screen import MAX_FILE_BYTES, Screening, ScreeningError, screen
-from .screen import BytesZip
+from .screen import BytesZip, Memo
 from .screen import _read_bounded as read_bounded  # the capped part reader screening uses
 
 # --- the catalogue of check codes ----------------------------------------------------
@@ -868,7 +868,7 @@ def _shared_strings(xml: bytes) -> list[str]:
     bodies = _SI.findall(xml)  # b"" for <si/> and <si></si>, which _rich_text refuses
     if len(bodies) != count:
         raise _Unusual("shared strings")
-    known = _SI_TEXTS
+    known = _SI_TEXTS.data
     try:
         return [known[body] for body in bodies]
     except KeyError:
@@ -878,10 +878,7 @@ def _shared_strings(xml: bytes) -> list[str]:
         text = known.get(body)
         if text is None:
             text = _si_text(body)
-            if len(body) <= 4096:
-                if len(known) >= _MAX_SI_TEXTS:
-                    known.clear()
-                known[body] = text
+            _SI_TEXTS.put(body, text, 2 * len(body) + 64)
         out.append(text)
     return out
 
@@ -903,8 +900,7 @@ def _si_text(body: bytes) -> str:
 # The text of each <si> body read so far (a pure function of its bytes). Excel and
 # LibreOffice rewrite the whole table into every file they save, labels and rich-text
 # help included, so most bodies of a batch's tables have been read before.
-_SI_TEXTS: dict[bytes, str] = {}
-_MAX_SI_TEXTS = 1 << 14
+_SI_TEXTS = Memo(entries=1 << 14, size=8 * 1024 * 1024)
 
 
 class _Reader:

@@ -16,6 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import LanxiError
 
@@ -167,12 +168,39 @@ def _start(info: zipfile.ZipInfo, data: bytes) -> int | None:
     return info.header_offset + 30 + name_len + extra_len
 
 
+class Memo:
+    """What was worked out from some bytes, kept for the rest of a batch: forgotten all at
+    once when it would hold more than ``entries`` items or ``size`` bytes (keys and values
+    as ``weigh`` counts them), so no run of odd files makes it grow without bound."""
+
+    def __init__(self, entries: int, size: int) -> None:
+        self.data: dict[Any, Any] = {}
+        self.entries, self.size, self.held = entries, size, 0
+
+    def put(self, key: Any, value: Any, weight: int) -> None:
+        if weight > self.size // 8:
+            return  # one big item would push out everything else
+        if len(self.data) >= self.entries or self.held + weight > self.size:
+            self.clear()
+        self.data[key] = value
+        self.held += weight
+
+    def clear(self) -> None:
+        self.data.clear()
+        self.held = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 # Parts that are byte for byte the same in many files of a batch (the theme, styles,
 # rels and properties of one template): what inflating them gave is kept, keyed by the
 # directory entry and found again only when the compressed bytes are equal, so a part
 # is never trusted for its name or CRC. Sheets differ per file and are not kept.
-_SEEN: dict[tuple[bool, str, int, int, int, int], tuple[bytes, bytes]] = {}
-_MAX_SEEN = 1024  # ~1,000 small parts: a few MB at most
+_SEEN = Memo(entries=1024, size=16 * 1024 * 1024)
 
 
 def _seen_key(info: zipfile.ZipInfo, whole: bool) -> tuple[bool, str, int, int, int, int] | None:
@@ -183,9 +211,7 @@ def _seen_key(info: zipfile.ZipInfo, whole: bool) -> tuple[bool, str, int, int, 
 
 def _remember(key: tuple[bool, str, int, int, int, int] | None, chunk: bytes, out: bytes) -> None:
     if key is not None:
-        if len(_SEEN) >= _MAX_SEEN:
-            _SEEN.clear()
-        _SEEN[key] = (bytes(chunk), out)
+        _SEEN.put(key, (bytes(chunk), out), len(chunk) + len(out))
 
 
 def _inflate(info: zipfile.ZipInfo, data: bytes) -> bytes | None:
@@ -199,7 +225,7 @@ def _inflate(info: zipfile.ZipInfo, data: bytes) -> bytes | None:
         return None
     chunk = data[start: start + info.compress_size]
     key = _seen_key(info, True)
-    seen = _SEEN.get(key) if key is not None else None
+    seen = _SEEN.data.get(key) if key is not None else None
     if seen is not None and seen[0] == chunk:
         return seen[1]
     try:
@@ -237,7 +263,7 @@ def _prolog(zf: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes | None) -> b
             if info.compress_type == zipfile.ZIP_STORED:
                 return chunk[:1024]
             key = _seen_key(info, False)
-            seen = _SEEN.get(key) if key is not None else None
+            seen = _SEEN.data.get(key) if key is not None else None
             if seen is not None and seen[0] == chunk:
                 return seen[1]
             try:

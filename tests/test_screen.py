@@ -86,3 +86,41 @@ def test_parts_remembered_across_files_are_matched_by_their_bytes(tmp_path: Path
     result = screen(tmp_path / "evil.xlsx", evil, BytesZip(evil))
     assert [p.code for p in result.problems] == ["XML_ENTITIES"]
     assert part in result.problems[0].message
+
+
+def test_memo_forgets_rather_than_grows() -> None:
+    from lanxi_xl.screen import Memo
+
+    memo = Memo(entries=4, size=1000)
+    for i in range(4):
+        memo.put(i, "x", 100)
+    assert len(memo) == 4 and memo.held == 400
+    memo.put(4, "x", 100)  # a fifth entry: all forgotten, then kept
+    assert list(memo.data) == [4] and memo.held == 100
+    memo.put(5, "x", 950)  # more than an eighth of the budget: not kept at all
+    assert 5 not in memo and memo.held == 100
+    for i in range(6, 14):
+        memo.put(i, "x", 120)  # the byte budget, not the count, runs out first
+        assert memo.held <= 1000
+
+
+def test_a_batch_of_distinct_parts_keeps_the_memo_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every file with its own 60 KB styles part: screened one after the other (2.7 MB in
+    # all, here against a 2 MB budget), the memo of inflated parts never holds more.
+    import random
+
+    from lanxi_xl import screen as screening
+    from lanxi_xl.samples import rewrite_zip
+    from lanxi_xl.screen import BytesZip, Memo
+
+    monkeypatch.setattr(screening, "_SEEN", Memo(entries=1024, size=2 * 1024 * 1024))
+
+    base = minimal_workbook(tmp_path / "base.xlsx")
+    rng = random.Random(5)
+    most = 0
+    for i in range(40):
+        styles = b'<?xml version="1.0"?><styleSheet>' + bytes(rng.choice(b"ab") for _ in range(60_000)) + b"</styleSheet>"
+        data = rewrite_zip(base, tmp_path / f"f{i}.xlsx", replace={"xl/styles.xml": styles}).read_bytes()
+        assert screen(tmp_path / f"f{i}.xlsx", data, BytesZip(data)).readable
+        most = max(most, screening._SEEN.held)
+    assert 1024 * 1024 < most <= 2 * 1024 * 1024
