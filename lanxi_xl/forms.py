@@ -816,7 +816,7 @@ def target_name(target: str) -> str:
 # that its id cannot be reused while the entry lives.
 _VALID_SCALARS: dict[tuple[int, type, Any], Any] = {}
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
-_MAX_VALID_SCALARS = 1 << 17  # 131,072 values
+_MAX_VALID_SCALARS = 1 << 15  # 32,768 values (~25 MB at most): only forms not accepted fast come here
 
 
 def _properties(validator: Any, properties: Any, instance: Any, schema: Any) -> Iterator[Any]:
