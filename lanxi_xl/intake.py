@@ -58,7 +58,7 @@ from .registry import CheckedDeclaration, Claim, normalize_credit_code
 from .rules import STATUS_ZH, Award, Status, compute
 from .screen import MAX_FILE_BYTES, Screening, ScreeningError, screen
 from .screen import BytesZip, Memo
-from .screen import _read_bounded as read_bounded  # the capped part reader screening uses
+from .screen import read_bounded  # the capped part reader screening uses
 
 # --- the catalogue of check codes ----------------------------------------------------
 
@@ -1606,7 +1606,7 @@ def _write_annotated(report: FileReport, target: Path) -> Path:
     from openpyxl.styles import Alignment, Font, PatternFill
 
     from .ledger import put_text
-    from .templates import _fit_height, _page_setup, _write_atomic  # the templates' layout helpers
+    from .templates import fit_height, page_setup, write_atomic  # the layout helpers the templates use
 
     # keep_vba=False: macros never leave; keep_links=False: external links are dropped.
     wb = openpyxl.load_workbook(report.path, keep_vba=False, keep_links=False, rich_text=False)
@@ -1647,15 +1647,15 @@ def _write_annotated(report: FileReport, target: Path) -> Path:
         put_text(ws, row, 3, p.field or "")
         put_text(ws, row, 4, p.value or "")  # what the enterprise typed, "=…" included, as text
         put_text(ws, row, 5, p.message).alignment = Alignment(wrap_text=True, vertical="top")
-        _fit_height(ws, row, p.message, 70)  # LibreOffice does not grow wrapped rows by itself
+        fit_height(ws, row, p.message, 70)  # LibreOffice does not grow wrapped rows by itself
         put_text(ws, row, 6, p.code)
         put_text(ws, row, 7, "错误" if p.severity == "error" else "提示")
     ws.freeze_panes = ws.cell(row=head + 1, column=1)
-    _page_setup(ws, "G", head + len(report.problems), landscape=True)  # A4, one page wide, as the templates
+    page_setup(ws, "G", head + len(report.problems), landscape=True)  # A4, one page wide, as the templates
     ws.sheet_view.showGridLines = True
     buffer = io.BytesIO()
     wb.save(buffer)
-    _write_atomic(target, buffer.getvalue())
+    write_atomic(target, buffer.getvalue())
     return target
 
 

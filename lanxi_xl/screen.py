@@ -304,7 +304,7 @@ def _screen_archive(path: Path, zf: zipfile.ZipFile, data: bytes | None) -> Scre
                 return Screening(
                     path, kind, (Problem("XML_ENTITIES", f"部件 {info.filename} 含有XML实体声明（可能是恶意文件），已拒绝打开"),)
                 )
-    content_types = _read_bounded(zf, "[Content_Types].xml", 1024 * 1024)
+    content_types = read_bounded(zf, "[Content_Types].xml", 1024 * 1024)
     if "xl/vbaProject.bin" in names or b"macroEnabled" in content_types:
         kind = "xlsm"
         problems.append(Problem("MACRO_PRESENT", "文件包含宏（VBA），系统不会运行宏；请使用不含宏的.xlsx申报表", "warning"))
@@ -313,7 +313,7 @@ def _screen_archive(path: Path, zf: zipfile.ZipFile, data: bytes | None) -> Scre
     return Screening(path, kind, tuple(problems))
 
 
-def _read_bounded(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+def read_bounded(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """A part's bytes, refusing to decompress more than ``limit`` whatever its header says."""
     if isinstance(zf, BytesZip):
         info = zf.getinfo(name)  # KeyError as zf.open
@@ -333,4 +333,4 @@ def _read_bounded(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
 def read_part(path: str | Path, name: str, limit: int = MAX_PART_UNCOMPRESSED) -> bytes:
     """One zip part of a screened file, with decompression capped at ``limit`` bytes."""
     with zipfile.ZipFile(path) as zf:
-        return _read_bounded(zf, name, limit)
+        return read_bounded(zf, name, limit)

@@ -111,7 +111,7 @@ def _lines(text: str, width: float) -> int:
     return max(1, math.ceil(units / max(width - 2, 1)))
 
 
-def _fit_height(ws: Worksheet, row: int, text: str, width: float, line: float = 15.0) -> None:
+def fit_height(ws: Worksheet, row: int, text: str, width: float, line: float = 15.0) -> None:
     """LibreOffice does not grow merged rows to fit: set the height from the text."""
     needed = _lines(text, width) * line + 3
     current = ws.row_dimensions[row].height or 0
@@ -272,7 +272,7 @@ class _Sheet:
             self.ws.add_data_validation(dv)
 
 
-def _page_setup(ws: Worksheet, last_col: str, last_row: int, landscape: bool = False) -> None:
+def page_setup(ws: Worksheet, last_col: str, last_row: int, landscape: bool = False) -> None:
     ws.page_setup.paperSize = ws.PAPERSIZE_A4
     ws.page_setup.orientation = ws.ORIENTATION_LANDSCAPE if landscape else ws.ORIENTATION_PORTRAIT
     ws.page_setup.fitToWidth = 1
@@ -323,7 +323,7 @@ def _write_cover(wb: Workbook, model: FormModel, arts: Sequence[ArticleForm], li
         row = 4 + i
         _text(ws, f"A{row}", f"{i + 1}. {line}", align=WRAP)
         _merge(ws, "A", "E", row)
-        _fit_height(ws, row, line, _width(COVER_WIDTHS, "A", "E"))
+        fit_height(ws, row, line, _width(COVER_WIDTHS, "A", "E"))
     sheet = _Sheet(model, ws, lists)
 
     def section(row: int, title: str, head: Sequence[str]) -> None:
@@ -339,8 +339,8 @@ def _write_cover(wb: Workbook, model: FormModel, arts: Sequence[ArticleForm], li
         _input(ws, f.cell, f)
         _text(ws, f"D{row}", _unit_text(f), align=CENTER, border=True)
         _text(ws, f"E{row}", f.help, align=WRAP, border=True, font=NOTE_FONT)
-        _fit_height(ws, row, f.help, COVER_WIDTHS["E"], 13)
-        _fit_height(ws, row, label, COVER_WIDTHS["B"])
+        fit_height(ws, row, f.help, COVER_WIDTHS["E"], 13)
+        fit_height(ws, row, label, COVER_WIDTHS["B"])
         sheet.validate(f, f.cell)
         _name(ws, f.name, absolute(f.cell))
 
@@ -375,7 +375,7 @@ def _write_cover(wb: Workbook, model: FormModel, arts: Sequence[ArticleForm], li
                         f'各项预计奖励均为0","")', font=WARN_FONT)
     _merge(ws, "A", "E", row)
     sheet.finish()
-    _page_setup(ws, "E", row)
+    page_setup(ws, "E", row)
     _protect(ws)
     return ws
 
@@ -401,7 +401,7 @@ def _write_article(wb: Workbook, model: FormModel, art: ArticleForm, lists: Mapp
         text = f"{c.cite}原文：{c.text}"
         _text(ws, f"A{row}", text, align=WRAP_TOP, font=NOTE_FONT)
         _merge(ws, "A", LAST_COL, row)
-        _fit_height(ws, row, text, full, 13)
+        fit_height(ws, row, text, full, 13)
 
     # The estimate: per clause (multi-clause articles show each part), then the article.
     def ref(fact: str) -> str:
@@ -468,8 +468,8 @@ def _write_article(wb: Workbook, model: FormModel, art: ArticleForm, lists: Mapp
                               "（可不填，不填按0）" if not f.required else "")
         _text(ws, f"{HELP_COL}{row}", help_text, align=WRAP, border=True, font=NOTE_FONT)
         _merge(ws, HELP_COL, LAST_COL, row)
-        _fit_height(ws, row, help_text, help_width, 13)
-        _fit_height(ws, row, f.label, ARTICLE_WIDTHS[LABEL_COL])
+        fit_height(ws, row, help_text, help_width, 13)
+        fit_height(ws, row, f.label, ARTICLE_WIDTHS[LABEL_COL])
         sheet.validate(f, f.cell)
         _name(ws, f.name, absolute(f.cell))
 
@@ -538,7 +538,7 @@ def _write_article(wb: Workbook, model: FormModel, art: ArticleForm, lists: Mapp
             _name(ws, d.name, absolute(d.cell))
 
     sheet.finish()
-    _page_setup(ws, LAST_COL, art.first_row_of["end"])
+    page_setup(ws, LAST_COL, art.first_row_of["end"])
     _protect(ws)
     return ws
 
@@ -732,7 +732,7 @@ def build_calculator(model: FormModel) -> Workbook:
             f"模板版本 {model.template_version}。")
     _text(ws, "A2", note, align=WRAP, font=NOTE_FONT)
     _merge(ws, "A", last_col, 2)
-    _fit_height(ws, 2, note, _width(widths, "A", last_col), 13)
+    fit_height(ws, 2, note, _width(widths, "A", last_col), 13)
 
     _text(ws, "A4", f"第{policy.disqualification_article}条 不得享受情形（适用于下列所有条款；不填视为无此情形）", font=BOLD)
     _merge(ws, "A", last_col, 4)
@@ -807,7 +807,7 @@ def build_calculator(model: FormModel) -> Workbook:
     _put(ws, "A6", f'=IF({disq},"⚠ 存在不得享受情形","")', font=WARN_FONT, align=WRAP)
     _merge(ws, "A", "C", 6)
     sheet.finish()
-    _page_setup(ws, last_col, last_row, landscape=True)
+    page_setup(ws, last_col, last_row, landscape=True)
     _protect(ws)
     _write_lists(wb, list_values)
     _write_meta(wb, model, CALCULATOR, ())
@@ -845,7 +845,7 @@ def _created(core: bytes) -> bytes:
     return found.group(1) if found else b"2000-01-01T00:00:00Z"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file next to ``path`` and rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -885,7 +885,7 @@ def generate(out: str | Path = ".", model: FormModel | None = None) -> list[Path
     written = []
     for rel, data in generated_files(model).items():
         path = root / rel
-        _write_atomic(path, data)
+        write_atomic(path, data)
         written.append(path)
     return written
 
@@ -951,7 +951,7 @@ def fill(target: str, instance: Mapping[str, Any], out: str | Path, model: FormM
         model.article(target)
     check_instance(model, target, instance)
     path = Path(out)
-    _write_atomic(path, workbook_bytes(fill_workbook(model, target, instance)))
+    write_atomic(path, workbook_bytes(fill_workbook(model, target, instance)))
     return path
 
 
