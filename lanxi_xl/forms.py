@@ -66,6 +66,10 @@ LABEL_COL, INPUT_COL, UNIT_COL, HELP_COL = "B", "C", "D", "E"
 TABLE_FIRST_COL = 2  # B: detail tables start right of the 序号 column
 HELPER_FIRST_COL = 10  # J: hidden helper columns of detail tables
 LISTS_SHEET, META_SHEET = "_lists", "_meta"
+GENERATOR = "lanxi-xl"  # the stamp's generator on every workbook this package writes
+# The stamp of an exported ledger: ours, and not a declaration (a ledger saved into a
+# folder under review is passed over, not recorded as a bad return).
+LEDGER_STAMP: Mapping[str, str] = MappingProxyType({"generator": GENERATOR, "article": "ledger"})
 
 
 class FormSpecError(LanxiError):

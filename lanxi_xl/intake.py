@@ -51,7 +51,7 @@ import python_calamine
 
 from . import forms
 from .errors import InputError, LanxiError
-from .forms import META_SHEET, ArticleForm, Field, FormModel, Table
+from .forms import GENERATOR, LEDGER_STAMP, META_SHEET, ArticleForm, Field, FormModel, Table
 from .money import ZERO, format_amount, format_rate
 from .numerals import describe_number_text
 from .registry import CheckedDeclaration, Claim, normalize_credit_code
@@ -94,6 +94,7 @@ CODES: Mapping[str, CodeInfo] = _codes(
     ("NOT_A_TEMPLATE", "error", "template", "不是本系统下发的申报表（没有模板标识）"),
     ("FOREIGN_TEMPLATE", "error", "template", "其他来源或其他政策的模板"),
     ("NOT_A_DECLARATION", "error", "template", "是奖励计算器，不是申报表"),
+    ("LEDGER_WORKBOOK", "error", "template", "是本系统导出的奖励台账，不是申报表（审核文件夹时跳过）"),
     ("TEMPLATE_OUTDATED", "error", "template", "模板版本不是现行版本"),
     ("TEMPLATE_LAYOUT_MISMATCH", "error", "template", "模板标识的版式与现行模板不一致"),
     ("SHEET_MISSING", "error", "template", "缺少申报表的工作表（被删除或改名）"),
@@ -1049,10 +1050,12 @@ def _identify(reader: _Reader, stamp: Mapping[str, str], model: FormModel | None
     if not stamp:
         raise _Refusal(_error("NOT_A_TEMPLATE", "该工作簿不是商务局下发的申报表（没有模板标识），无法审核；"
                                                 + _template_hint(default, reader.parts)))
-    if stamp.get("generator") != "lanxi-xl":
+    if stamp.get("generator") != GENERATOR:
         source = f"来自“{_shown(stamp['generator'])}”" if stamp.get("generator") else "不完整"
         raise _Refusal(_error("FOREIGN_TEMPLATE", f"该工作簿的模板标识{source}，不是本系统下发的申报表；"
                                                   f"{_template_hint(default, reader.parts)}"))
+    if all(stamp.get(k) == v for k, v in LEDGER_STAMP.items()):
+        raise _Refusal(_error("LEDGER_WORKBOOK", "该工作簿是本系统导出的奖励台账，不是申报表，不予审核"))
     policy = stamp.get("policy", "")
     if model is None:
         try:

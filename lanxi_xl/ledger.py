@@ -19,11 +19,13 @@ from typing import Any
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
 from openpyxl.chart import BarChart, Reference
+from openpyxl.packaging.custom import CustomPropertyList, StringProperty
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from .errors import LanxiError
+from .forms import LEDGER_STAMP
 from .review import LedgerData
 
 MONEY_FORMAT = "#,##0.00"
@@ -110,6 +112,12 @@ def build_ledger(data: LedgerData) -> Workbook:
     last = _articles_sheet(articles, data)
     _files_sheet(wb.create_sheet(SHEET_FILES), data)
     _summary_sheet(summary, data, articles, last)
+    # Marked as ours and as a ledger: written into a folder under review, it is listed as
+    # "not a declaration" next time instead of being recorded as a bad one.
+    props = CustomPropertyList()
+    for key, value in LEDGER_STAMP.items():
+        props.append(StringProperty(name=f"lanxi.{key}", value=value))
+    wb.custom_doc_props = props
     return wb
 
 

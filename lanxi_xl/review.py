@@ -327,6 +327,9 @@ class Folder:
                     self.skipped.append((rel, f"无法读取：{err.strerror or err}"))
                     continue
                 decl = _unreadable(path, rel, sha, exc.code, exc.message)
+            if any(e.get("code") == "LEDGER_WORKBOOK" for e in decl.errors):
+                self.skipped.append((rel, "本系统导出的奖励台账，不是申报"))
+                continue
             if decl.file_name == path.name and rel != path.name:
                 decl = replace(decl, file_name=rel)
             yield decl

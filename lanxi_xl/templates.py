@@ -43,6 +43,7 @@ from .errors import InputError
 from .forms import (
     CREDIT_CODE_CHARS,
     CREDIT_CODE_WEIGHTS,
+    GENERATOR,
     HELP_COL,
     INPUT_COL,
     LABEL_COL,
@@ -66,7 +67,6 @@ from .forms import (
 )
 from .formulas import award_formula, disqualified_formula, item_formula, text_literal
 
-GENERATOR = "lanxi-xl"
 CALCULATOR = "calculator"
 
 # Looks: yellow = type here, grey = computed, green = the estimate.

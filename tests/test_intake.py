@@ -618,6 +618,24 @@ def test_review_reads_returned_workbooks(tmp_path: Path, corpus: dict[str, Path]
     assert paid[("number-as-text.xlsx", "8")].outcome == "invalid"
 
 
+def test_a_ledger_written_into_the_reviewed_folder_is_passed_over(tmp_path: Path, corpus: dict[str, Path],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "2023"
+    folder.mkdir()
+    (folder / "art-8.xlsx").write_bytes(corpus["valid-8"].read_bytes())
+    db, ledger = tmp_path / "reg.sqlite", folder / "台账.xlsx"
+    for _ in range(2):  # the second review meets the ledger the first one wrote
+        assert main(["review", str(folder), "--year", "2023", "--db", str(db), "-o", str(ledger)]) == 0
+    out = capsys.readouterr().out
+    assert "台账.xlsx" in out and "本系统导出的奖励台账，不是申报" in out
+    from lanxi_xl.registry import open_registry
+
+    with open_registry(db) as reg:
+        assert [d.file_name for d in reg.declarations(2023)] == ["art-8.xlsx"]
+    report = check_file(ledger)
+    assert found(report) == [("LEDGER_WORKBOOK", "")] and report.target is None
+
+
 def test_checked_declaration_carries_claims_and_answers(corpus: dict[str, Path]) -> None:
     decl = checked_declaration(corpus["valid-3"])
     assert decl.valid and decl.credit_code == credit_code(3) and decl.year == 2023
