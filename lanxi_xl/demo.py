@@ -347,7 +347,7 @@ def summary(result: DemoResult) -> list[str]:
         "去哪里看 / where to look:",
         f"  交回的申报表（含错误与可疑文件）：{result.out / 'returns'}",
         f"  标注了错误的副本（退回企业修改）：{result.annotated}",
-        f"  台账工作簿：" + "、".join(str(p) for p in result.ledgers.values()),
+        "  台账工作簿：" + "、".join(str(p) for p in result.ledgers.values()),
         f"  台账数据库（SQLite）：{result.db}",
         f"  再次核对某个文件：lanxi-xl check \"{result.out / 'returns' / str(YEARS[0])}\"",
     ]

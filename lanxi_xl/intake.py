@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -662,7 +661,6 @@ _CELL_FAST = re.compile(rb'<c r="(?:([A-Z]{1,3})([0-9]{1,7})"(?: s="([0-9]+)")?(
                         rb'(?:/>|>(?:<is><t>([^<&\r]+)</t></is>|<v>([^<]+)</v>|([^<]*(?:<(?!/c>|c[\s>/])[^<]*)*))</c>)|(.))',
                         re.S)
 _XML_SPACE = b" \t\n"
-_second = itemgetter(1)
 _SPACE_BYTES = frozenset(b" \t\n\r")
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import credit_code
-from .errors import InputError, LanxiError
+from .errors import LanxiError
 from .money import FEN, round_money
 
 

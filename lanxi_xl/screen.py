@@ -170,8 +170,9 @@ def _start(info: zipfile.ZipInfo, data: bytes) -> int | None:
 
 class Memo:
     """What was worked out from some bytes, kept for the rest of a batch: forgotten all at
-    once when it would hold more than ``entries`` items or ``size`` bytes (keys and values
-    as ``weigh`` counts them), so no run of odd files makes it grow without bound."""
+    once when it would hold more than ``entries`` items or ``size`` bytes (each item's
+    ``weight``, its keys and values in bytes), so no run of odd files makes it grow
+    without bound. Callers read ``data`` directly (the lookup is on the hot path)."""
 
     def __init__(self, entries: int, size: int) -> None:
         self.data: dict[Any, Any] = {}

@@ -490,7 +490,7 @@ def _write_article(wb: Workbook, model: FormModel, art: ArticleForm, lists: Mapp
             _name(ws, c.name, t.range(c.key))
         clause = next((cl for cl in clauses if t.items and t.items in cl.facts), None)
         if t.item_column and clause is not None:
-            label = f"本行预计补助（元）"
+            label = "本行预计补助（元）"
             _text(ws, f"{t.item_column}{head}", label, font=BOLD, fill=HEADER_FILL, align=CENTER, border=True)
             _name(ws, f"lx_{t.key}_award", t.range(t.item_column))
         ws.row_dimensions[head].height = max(18, widest * 15 + 3)
@@ -748,7 +748,7 @@ def build_calculator(model: FormModel) -> Workbook:
 
     for header_col, text in zip("ABC", ("条款", "奖励名称", "预计奖励（元）")):
         _text(ws, f"{header_col}8", text, font=BOLD, fill=HEADER_FILL, align=CENTER, border=True)
-    _text(ws, f"D8", "申报数据（上行为项目，下行填写）", font=BOLD, fill=HEADER_FILL, align=CENTER, border=True)
+    _text(ws, "D8", "申报数据（上行为项目，下行填写）", font=BOLD, fill=HEADER_FILL, align=CENTER, border=True)
     _merge(ws, "D", last_col, 8)
     for calc in rows:
         clause = policy.clauses[calc.clause]

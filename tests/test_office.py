@@ -17,7 +17,6 @@ import sys
 import tempfile
 import zipfile
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 import openpyxl
 import pytest
