@@ -454,8 +454,12 @@ def _guard_shared_strings(zf: zipfile.ZipFile) -> None:
         info = zf.getinfo("xl/sharedStrings.xml")
     except KeyError:
         return
-    with zf.open(info) as part:
-        head = part.read(4096)
+    whole = zf.inflated.get(info.header_offset) if isinstance(zf, BytesZip) else None  # inflated by screening
+    if whole is not None:
+        head = whole[:4096]
+    else:
+        with zf.open(info) as part:
+            head = part.read(4096)
     tag = _SST_TAG.search(head)
     # Only uniqueCount sizes calamine's reservation; ``count`` (references) may honestly be larger.
     value = _attrs(tag.group(1)).get("uniqueCount", "0") if tag else "0"
@@ -1310,12 +1314,11 @@ def _screen_errors(result: Screening) -> list[CheckError]:
 def _sha256(path: Path) -> tuple[str, bytes | None]:
     """The file's hash, and its bytes when it is small enough to be a declaration."""
     try:
-        size = path.stat().st_size
-        if size <= MAX_FILE_BYTES:
-            data = path.read_bytes()
-            return hashlib.sha256(data).hexdigest(), data
-        digest = hashlib.sha256()
         with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+            if len(data) <= MAX_FILE_BYTES:
+                return hashlib.sha256(data).hexdigest(), data
+            digest = hashlib.sha256(data)
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest(), None
