@@ -35,6 +35,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -1315,10 +1316,12 @@ def _sha256(path: Path) -> tuple[str, bytes | None]:
     """The file's hash, and its bytes when it is small enough to be a declaration."""
     try:
         with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-            if len(data) <= MAX_FILE_BYTES:
+            # read(n) would allocate n bytes first: the size the file says, then the bytes.
+            small = os.fstat(fh.fileno()).st_size <= MAX_FILE_BYTES
+            data = fh.read() if small else b""
+            if small and len(data) <= MAX_FILE_BYTES:
                 return hashlib.sha256(data).hexdigest(), data
-            digest = hashlib.sha256(data)
+            digest = hashlib.sha256(data)  # grown since, or large: hashed, not kept
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest(), None

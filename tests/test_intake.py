@@ -675,3 +675,15 @@ def test_shared_strings_read_plain_rich_and_again_from_memory() -> None:
     assert intake._shared_strings(sst) == ["标签", "依据 2022", "a&b"]
     assert rich in intake._SI_TEXTS  # kept for the next file of the batch
     assert intake._shared_strings(sst) == ["标签", "依据 2022", "a&b"]
+
+
+def test_a_file_over_the_size_limit_is_refused_and_hashed_whole(tmp_path: Path) -> None:
+    from lanxi_xl.screen import MAX_FILE_BYTES
+
+    path = tmp_path / "big.xlsx"
+    with path.open("wb") as fh:
+        fh.write(b"PK\x03\x04")
+        fh.truncate(MAX_FILE_BYTES + 10)  # sparse: quick to make
+    report = check_file(path)
+    assert found(report) == [("FILE_TOO_LARGE", "")] and not report.valid
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
