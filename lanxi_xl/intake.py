@@ -379,7 +379,21 @@ def _sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
         rels = read_bounded(zf, "xl/_rels/workbook.xml.rels", 4 * 1024 * 1024)
     except (KeyError, ScreeningError, zipfile.BadZipFile, OSError, EOFError, ValueError):
         raise _Refusal(_error("CORRUPT_WORKBOOK", "文件缺少工作簿目录或已损坏，请用下发的申报表重新保存后提交")) from None
+    if not _cached(_well_formed, workbook, rels):
+        raise _Refusal(_error("CORRUPT_WORKBOOK", "工作簿目录（workbook.xml 或其关系表）已损坏，请用下发的申报表重新保存后提交"))
     return dict(_cached(_parts_from, workbook, rels))
+
+
+def _well_formed(*parts: bytes) -> bool:
+    """Whether every part is well-formed XML without a DTD. calamine refuses a file whose
+    workbook, rels or styles do not parse; the byte-level readers would read on. Checked
+    once per distinct bytes (``_cached``): the returns of one template share these parts."""
+    try:
+        for part in parts:
+            DefusedET.fromstring(part, forbid_dtd=True)
+    except Exception:  # noqa: BLE001 - ParseError, DTDForbidden, EntitiesForbidden: all "no"
+        return False
+    return True
 
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
@@ -565,8 +579,9 @@ _V = re.compile(rb"<v>([^<]*)</v>")
 _V_EMPTY = re.compile(rb"<v\s*/>")
 _NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _T_RUN = re.compile(rb"<t(\s[^<>]*)?>([^<]*)</t>|<t(\s[^<>]*)?/>")
+_T_ATTRS = frozenset({b"", b' xml:space="preserve"'})
 _SI = re.compile(rb"<si>([^<]*(?:<(?!/si>|si[\s>/])[^<]*)*)</si>|<si/>")
-_TAG_NAME = re.compile(rb"<(/?)([A-Za-z]+)[\s/>]")
+_TAG = re.compile(rb'</?([A-Za-z]+)(?:\s+[\w:.-]+="[^"<>]*")*\s*/?>')  # a whole tag, attributes quoted
 _XF = re.compile(rb"<xf\b([^<>]*?)/?>")
 _CELL_XFS = re.compile(rb"<cellXfs\b[^<>]*>([^<]*(?:<(?!/?cellXfs\b)[^<]*)*)</cellXfs>")
 _NUM_FMT = re.compile(rb"<numFmt\b([^<>]*)/?>")
@@ -575,7 +590,7 @@ _ENTITIES = {b"amp": "&", b"lt": "<", b"gt": ">", b"quot": '"', b"apos": "'"}
 # Builtin number formats calamine reads as dates/times; custom formats with a date letter
 # are sent to calamine as well (the reader never converts a date itself).
 _DATE_FMT_IDS = frozenset(range(14, 23)) | {45, 46, 47}
-_RUN_TAGS = frozenset({b"r", b"rPr", b"t"})
+_RUN_TAGS = frozenset({b"r", b"rPr", b"t", b"phoneticPr"})  # phoneticPr: no text (Excel writes it in CJK strings)
 _RUN_PROPERTIES = frozenset({b"b", b"i", b"u", b"sz", b"color", b"rFont", b"family", b"charset", b"scheme",
                              b"strike", b"vertAlign", b"outline", b"shadow", b"condense", b"extend"})
 _PLAIN_FMT_IDS = frozenset(range(37, 45)) | {48, 49}
@@ -616,10 +631,13 @@ def _rich_text(body: bytes) -> str:
     runs = _T_RUN.findall(body)
     if not runs or len(runs) != body.count(b"<t") or any(not raw for _a, raw, _e in runs):
         raise _Unusual("string without a plain, non-empty <t>")
-    if len(runs) > 1 or not body.startswith(b"<t"):
-        for _close, name in _TAG_NAME.findall(body):
-            if name not in _RUN_TAGS and name not in _RUN_PROPERTIES:
-                raise _Unusual("unknown element in a string")
+    if any(attrs not in _T_ATTRS for attrs, _raw, _empty in runs):
+        raise _Unusual("<t> with other attributes")  # a ">" in a quoted value would end the tag here
+    # Every "<" starts a known element: a broken tag or a stray "<" is read otherwise by
+    # calamine (the texts of a table's entries are kept, so this runs once per entry).
+    tags = _TAG.findall(body)
+    if len(tags) != body.count(b"<") or any(name not in _RUN_TAGS and name not in _RUN_PROPERTIES for name in tags):
+        raise _Unusual("unknown or broken element in a string")
     return "".join(_xml_text(raw, b"preserve" in attrs) for attrs, raw, _empty in runs)
 
 
@@ -716,6 +734,8 @@ def _cell_value(kind: bytes, style: int, body: bytes, strings: Sequence[str] | N
         return _rich_text(body[4:-5])
     if b"<is" in body:
         raise _Unusual("inline string in another type")
+    if body.count(b"<v") > 1:
+        raise _Unusual("two values in one cell")  # malformed: which one calamine takes is calamine's
     v = _V.search(body)
     if v is None:
         if kind == b"n" and (not body or _V_EMPTY.search(body) or b"<v" not in body):
@@ -752,6 +772,21 @@ def _typed(kind: bytes, raw: bytes, strings: Sequence[str] | None) -> Any:
     raise _Unusual("cell type")
 
 
+# Inside <sheetData> a machine-written sheet has rows, cells and what a cell holds (values,
+# formulas, inline rich text): any other element there (a <col> pasted in, a broken tag)
+# means XML calamine may read otherwise than the cell expression does.
+_STRAY = re.compile(rb"<(?!/?(?:row|c|v|f|is|t|r|rPr|b|i|u|sz|color|rFont|family|charset|scheme|strike|vertAlign"
+                    rb"|outline|shadow|condense|extend)[\s/>])")
+
+
+def _stray_in_sheet_data(xml: bytes) -> bool:
+    start = xml.find(b"<sheetData>")
+    end = xml.find(b"</sheetData>", start)
+    if start < 0 or end < 0 or xml.count(b"<sheetData") != 1:
+        return b"<row" in xml or b"<c " in xml  # rows outside a well-marked <sheetData>: not ours to read
+    return _STRAY.search(xml, start + 11, end) is not None
+
+
 _COLUMNS = {forms.col_letter(c).encode(): c for c in range(1, MAX_SHEET_COLS + 1)}
 Common = Callable[[], "tuple[Sequence[str] | None, Sequence[int], bool]"]
 
@@ -771,7 +806,7 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
     raises is handed back, for the caller to raise after the extent guard (the order
     the checks had when calamine read those parts after the guard).
     """
-    if not _machine_written(xml):
+    if not _machine_written(xml) or _stray_in_sheet_data(xml):
         return None
     found = _CELL_FAST.findall(xml)
     values = True
@@ -968,7 +1003,10 @@ class _Reader:
             styles = self.extra.get("styles")
             dates: tuple[int, ...] = ()
             if styles is not None and styles in names:
-                dates = _date_styles(read_bounded(self.zf, styles, 4 * 1024 * 1024))
+                raw = read_bounded(self.zf, styles, 4 * 1024 * 1024)
+                if not _cached(_well_formed, raw):
+                    raise ValueError("styles part is not well-formed XML")  # calamine's refusal: CORRUPT_WORKBOOK
+                dates = _date_styles(raw)
             self._common = (strings, dates, "date1904" in self.extra)
         return self._common
 

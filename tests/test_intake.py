@@ -355,9 +355,9 @@ SLOW_PARSING = {
     "styles-cellxfs-never-closed": ["CORRUPT_WORKBOOK"],
     "styles-format-code-brackets-never-closed": [],
     "custom-properties-never-closed": [],  # the stamp is read from the _meta sheet as well
-    "workbook-sheet-tags-never-end": ["SHEET_MISSING", "SHEET_MISSING"],
-    "workbook-attribute-one-long-word": ["SHEET_MISSING", "SHEET_MISSING"],
-    "rels-never-end": ["SHEET_MISSING", "SHEET_MISSING"],
+    "workbook-sheet-tags-never-end": ["CORRUPT_WORKBOOK"],  # not well-formed: refused as calamine refuses it
+    "workbook-attribute-one-long-word": ["CORRUPT_WORKBOOK"],  # not well-formed: refused as calamine refuses it
+    "rels-never-end": ["CORRUPT_WORKBOOK"],  # not well-formed: refused as calamine refuses it
 }
 
 
