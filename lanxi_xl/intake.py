@@ -681,7 +681,7 @@ _SKIP = object()  # a cell without a value: calamine leaves it out (and out of t
 # an inline string, a value, or anything else (formulas: read by _cell_value).
 # A cell start the expression cannot take whole is caught by the last group (``odd``).
 _CELL_FAST = re.compile(rb'<c r="(?:([A-Z]{1,3})([0-9]{1,7})"(?: s="([0-9]+)")?(?: t="([A-Za-z]+)")?([^<>/]*)'
-                        rb'(?:/>|>(?:<is><t>([^<&\r]+)</t></is>|<v>([^<]+)</v>|([^<]*(?:<(?!/c>|c[\s>/])[^<]*)*))</c>)|(.))',
+                        rb'(?:(/)>|>(?:<is><t>([^<&\r]+)</t></is>|<v>([^<]+)</v>|([^<]*(?:<(?!/c>|c[\s>/])[^<]*)*))</c>)|(.))',
                         re.S)
 _XML_SPACE = b" \t\n"
 _SPACE_BYTES = frozenset(b" \t\n\r")
@@ -772,19 +772,15 @@ def _typed(kind: bytes, raw: bytes, strings: Sequence[str] | None) -> Any:
     raise _Unusual("cell type")
 
 
-# Inside <sheetData> a machine-written sheet has rows, cells and what a cell holds (values,
-# formulas, inline rich text): any other element there (a <col> pasted in, a broken tag)
-# means XML calamine may read otherwise than the cell expression does.
-_STRAY = re.compile(rb"<(?!/?(?:row|c|v|f|is|t|r|rPr|b|i|u|sz|color|rFont|family|charset|scheme|strike|vertAlign"
-                    rb"|outline|shadow|condense|extend)[\s/>])")
-
-
-def _stray_in_sheet_data(xml: bytes) -> bool:
-    start = xml.find(b"<sheetData>")
+def _sheet_data(xml: bytes) -> tuple[int, int] | None:
+    """Where the one <sheetData> of a sheet holds its rows (None: not one well-marked)."""
+    start = xml.find(b"<sheetData")
+    if start < 0 or xml.startswith(b"<sheetData/>", start):
+        return None
     end = xml.find(b"</sheetData>", start)
-    if start < 0 or end < 0 or xml.count(b"<sheetData") != 1:
-        return b"<row" in xml or b"<c " in xml  # rows outside a well-marked <sheetData>: not ours to read
-    return _STRAY.search(xml, start + 11, end) is not None
+    if not xml.startswith(b"<sheetData>", start) or end < 0 or xml.find(b"<sheetData", end) >= 0:
+        return None
+    return start + 11, end
 
 
 _COLUMNS = {forms.col_letter(c).encode(): c for c in range(1, MAX_SHEET_COLS + 1)}
@@ -806,8 +802,13 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
     raises is handed back, for the caller to raise after the extent guard (the order
     the checks had when calamine read those parts after the guard).
     """
-    if not _machine_written(xml) or _stray_in_sheet_data(xml):
+    if not _machine_written(xml):
         return None
+    bounds = _sheet_data(xml)
+    if bounds is None:
+        if b"<row" in xml or b"<c " in xml:
+            return None  # rows outside a well-marked <sheetData>: calamine's to read
+        bounds = (0, 0)
     found = _CELL_FAST.findall(xml)
     values = True
     strings: Sequence[str] | None = None
@@ -828,11 +829,13 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
     rows = cols = row = 0
     row_digits = b""
     last = -1  # machine-written cells come in order: a cell out of order or written twice is calamine's
-    for letters, digits, style, kind, attrs, text, raw, body, odd in found:
+    tags = 0  # the "<" the cells account for: <c/> 1, inline string 6, value 4, else 2 + the body's
+    for letters, digits, style, kind, attrs, slash, text, raw, body, odd in found:
         if odd or attrs and attrs.strip() or body and b"<c" in body:
             # a cell the expression cannot read, attributes in another order or ones
             # calamine may heed, a cell inside a cell: the exact scan
             return None
+        tags += 1 if slash else 6 if text else 4 if raw else 2 + body.count(b"<")
         if digits != row_digits:
             row_digits, row = digits, int(digits)
             if row > rows:
@@ -877,6 +880,11 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
             cells[where] = value
         except _Unusual:
             values = False
+    start, end = bounds
+    if tags + xml.count(b"<row", start, end) + xml.count(b"</row>", start, end) != xml.count(b"<", start, end):
+        # Another element among the rows (a <col> pasted in, a broken tag), or cells outside
+        # <sheetData>: XML calamine may read otherwise than the expression does.
+        return None
     scan = SheetScan(frozenset(formulas), frozenset(errors), rows, cols)
     if not values:
         return scan, None, pending

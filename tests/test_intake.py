@@ -687,3 +687,24 @@ def test_a_file_over_the_size_limit_is_refused_and_hashed_whole(tmp_path: Path) 
     report = check_file(path)
     assert found(report) == [("FILE_TOO_LARGE", "")] and not report.valid
     assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_NS = b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+
+
+@pytest.mark.parametrize("xml", [
+    _NS + b'<sheetData><row r="1"><c r="A1"><v>1</v></c><col min="1" max="1"/></row></sheetData></worksheet>',
+    _NS + b'<sheetData/><sheetData><row r="1"><c r="A1"><v>1</v></c></row></sheetData></worksheet>',
+    _NS + b'<sheetData><row r="1"><c r="A1"><v>1</v></c></row></sheetData><c r="B1"><v>2</v></c></worksheet>',
+    _NS + b'<sheetDatax><row r="1"><c r="A1"><v>1</v></c></row></sheetDatax></worksheet>',
+], ids=["stray-element", "second-sheetData", "cell-outside", "no-sheetData"])
+def test_sheet_xml_calamine_may_read_otherwise_is_left_to_it(xml: bytes) -> None:
+    assert intake.scan_and_read(xml, lambda: (None, (), False)) is None
+
+
+def test_a_cell_with_two_values_is_left_to_calamine() -> None:
+    xml = _NS + b'<sheetData><row r="1"><c r="A1"><f>1</f><v>1</v><v>2</v></c></row></sheetData></worksheet>'
+    scan, grid, pending = intake.scan_and_read(xml, lambda: (None, (), False))
+    assert grid is None and pending is None and scan.formulas == {"A1"}
+    plain = _NS + b'<sheetData><row r="1"><c r="A1"><v>1</v></c><c r="B1" s="0"/></row><row r="2"/></sheetData></worksheet>'
+    assert intake.scan_and_read(plain, lambda: (None, (), False))[1] == [[1.0]]
