@@ -802,11 +802,13 @@ def scan_and_read(xml: bytes, common: Common) -> tuple[SheetScan, list[list[Any]
     raises is handed back, for the caller to raise after the extent guard (the order
     the checks had when calamine read those parts after the guard).
     """
-    if not _machine_written(xml):
-        return None
+    # Machine-written XML only: one unprefixed <sheetData>, in which the cells found below
+    # account for every tag but the rows' (checked after the pass). A cell without its
+    # address first, a prefixed element, a comment or CDATA there fails that count; one
+    # outside <sheetData> too, as the expression finds it and the count does not.
     bounds = _sheet_data(xml)
     if bounds is None:
-        if b"<row" in xml or b"<c " in xml:
+        if b"row" in xml or b"<c" in xml or b":c" in xml:
             return None  # rows outside a well-marked <sheetData>: calamine's to read
         bounds = (0, 0)
     found = _CELL_FAST.findall(xml)
