@@ -396,21 +396,18 @@ def _well_formed(*parts: bytes) -> bool:
     return True
 
 
-_CACHE: dict[tuple[Any, ...], Any] = {}
+_CACHE = Memo(entries=256, size=16 * 1024 * 1024)  # weighed by the bytes of the parts (results are small)
 
 
 def _cached(fn: Callable[..., Any], *raw: bytes) -> Any:
     """``fn(*raw)`` once per distinct bytes: the returns of one template share their
     workbook.xml, rels, custom properties and styles byte for byte. Callers copy what
     they change."""
-    if sum(map(len, raw)) > 256 * 1024:
-        return fn(*raw)  # not kept: a batch of odd files must not fill memory
     key = (fn, *raw)
-    hit = _CACHE.get(key, _CACHE)
+    hit = _CACHE.data.get(key, _CACHE)
     if hit is _CACHE:
-        if len(_CACHE) >= 256:
-            _CACHE.clear()
-        hit = _CACHE[key] = fn(*raw)
+        hit = fn(*raw)
+        _CACHE.put(key, hit, sum(map(len, raw)))  # a part over 2 MB is not kept (Memo: an eighth)
     return hit
 
 
