@@ -845,7 +845,24 @@ def _properties(validator: Any, properties: Any, instance: Any, schema: Any) -> 
                 yield from validator.descend(value, subschema, path=name, schema_path=name)
 
 
-_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _properties})
+@cache
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """A schema ``pattern`` as JSON Schema means it (ECMA-262): a final ``$`` is the end of
+    the text. Python's ``$`` also matches before a final line break, so "13800000000\n"
+    would pass ``^1[3-9][0-9]{9}$``."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's ``pattern`` keyword (same message), with the end anchor of ECMA-262."""
+    if validator.is_type(instance, "string") and not ecma_regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _properties,
+                                                                            "pattern": _pattern})
 
 
 @cache
@@ -1039,8 +1056,8 @@ def _string_check(schema: Mapping[str, Any]) -> _Check | None:
     if not schema.keys() & {"minLength", "maxLength", "pattern"}:
         return None
     least, most = _count(schema, "minLength", 0), _count(schema, "maxLength", math.inf)
-    try:  # jsonschema runs re.search(pattern, instance): the same regex, compiled once here
-        search = re.compile(schema["pattern"]).search if "pattern" in schema else None
+    try:  # the validator's own pattern keyword runs the same regex (ecma_regex), compiled once
+        search = ecma_regex(schema["pattern"]).search if "pattern" in schema else None
     except (re.error, TypeError) as e:
         raise _Uncompilable(f"pattern {schema['pattern']!r}") from e
 

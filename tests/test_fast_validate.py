@@ -32,15 +32,23 @@ TARGETS = ["all", *MODEL.articles]
 KEY = (MODEL.policy.key, MODEL.template_version)
 
 
+# jsonschema with the one keyword JSON Schema defines otherwise than Python's re does:
+# ``pattern`` is ECMA-262, where a final "$" is the end of the text (forms._pattern).
+_ECMA = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": forms._pattern})
+
+
 def _reference() -> dict[str, jsonschema.Draft202012Validator]:
-    """Plain jsonschema on the committed schemas, with the forms' format checker (credit codes)."""
+    """jsonschema on the committed schemas, with the forms' format checker (credit codes)."""
     folder = ROOT / "schemas" / forms.schema_dir(MODEL)
     schemas = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+    # Without "$schema" in the registered resources: jsonschema would validate a referenced
+    # resource that names its dialect with that dialect's own class, not the extended one.
     registry: referencing.Registry = referencing.Registry().with_resources(
-        (s["$id"], referencing.Resource.from_contents(s, referencing.jsonschema.DRAFT202012)) for s in schemas)
+        (s["$id"], referencing.Resource.from_contents({k: v for k, v in s.items() if k != "$schema"},
+                                                      referencing.jsonschema.DRAFT202012)) for s in schemas)
     by_id = {s["$id"]: s for s in schemas}
-    return {t: jsonschema.Draft202012Validator(by_id[MODEL.schema_id(forms.target_name(t))], registry=registry,
-                                               format_checker=forms._FORMAT_CHECKER) for t in TARGETS}
+    return {t: _ECMA(by_id[MODEL.schema_id(forms.target_name(t))], registry=registry,
+                     format_checker=forms._FORMAT_CHECKER) for t in TARGETS}
 
 
 REFERENCE = _reference()
@@ -278,3 +286,14 @@ def test_an_uncompiled_schema_is_validated_by_jsonschema() -> None:
     doc["articles"]["8"]["usd_sales"] = 1200001
     assert [(p.pointer, p.keyword) for p in forms.validate_instance(MODEL, "8", doc)] == [
         ("/articles/8/usd_sales", "multipleOf")]
+
+
+def test_a_final_dollar_is_the_end_of_the_text_as_in_json_schema() -> None:
+    doc = next(d for d in SEEDS["8"])  # a valid declaration
+    doc = copy.deepcopy(doc)
+    doc["common"]["mobile"] += "\n"  # typed with Alt+Enter, or a JSON file's stray line break
+    plain = jsonschema.Draft202012Validator({"pattern": forms.MOBILE_PATTERN})
+    assert plain.is_valid(doc["common"]["mobile"])  # Python's "$" lets it through…
+    assert not fast("8")(doc)  # …JSON Schema's does not, on either path
+    [problem] = forms.validate_instance(MODEL, "8", doc)
+    assert problem.pointer == "/common/mobile" and problem.keyword == "pattern"
