@@ -383,8 +383,7 @@ class _Builder:
         instructions = tuple(cover.get("instructions", ()))
         # Cover rows: 1 title, 2 policy, 3 "填写说明", instructions, blank, section title, header.
         row = 4 + len(instructions) + 1
-        common_title_row = row
-        row += 2
+        row += 2  # the section's title and header rows
         common = []
         seen: set[str] = set()
         for i, f in enumerate(cover["common"]["fields"]):
@@ -402,8 +401,7 @@ class _Builder:
             common.append(built)
             row += 1
         row += 1
-        attestation_title_row = row
-        row += 2
+        row += 2  # the section's title and header rows
         attestations = []
         for d in self.policy.disqualifications:
             if d.type == "bool":
