@@ -379,15 +379,14 @@ def _sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
         rels = read_bounded(zf, "xl/_rels/workbook.xml.rels", 4 * 1024 * 1024)
     except (KeyError, ScreeningError, zipfile.BadZipFile, OSError, EOFError, ValueError):
         raise _Refusal(_error("CORRUPT_WORKBOOK", "文件缺少工作簿目录或已损坏，请用下发的申报表重新保存后提交")) from None
-    if not _cached(_well_formed, workbook, rels):
-        raise _Refusal(_error("CORRUPT_WORKBOOK", "工作簿目录（workbook.xml 或其关系表）已损坏，请用下发的申报表重新保存后提交"))
     return dict(_cached(_parts_from, workbook, rels))
 
 
 def _well_formed(*parts: bytes) -> bool:
     """Whether every part is well-formed XML without a DTD. calamine refuses a file whose
-    workbook, rels or styles do not parse; the byte-level readers would read on. Checked
-    once per distinct bytes (``_cached``): the returns of one template share these parts."""
+    workbook, rels or styles do not parse; the byte-level readers would read on. Called
+    by the parsers ``_cached`` keeps, so once per distinct bytes: the returns of one
+    template share these parts."""
     try:
         for part in parts:
             DefusedET.fromstring(part, forbid_dtd=True)
@@ -412,6 +411,8 @@ def _cached(fn: Callable[..., Any], *raw: bytes) -> Any:
 
 
 def _parts_from(workbook: bytes, rels: bytes) -> dict[str, str]:
+    if not _well_formed(workbook, rels):  # a refusal is not kept by _cached: only good parts are
+        raise _Refusal(_error("CORRUPT_WORKBOOK", "工作簿目录（workbook.xml 或其关系表）已损坏，请用下发的申报表重新保存后提交"))
     targets = {}
     for raw in _REL_TAG.findall(rels):
         a = _attrs(raw)
@@ -645,6 +646,8 @@ def _date_styles(styles: bytes) -> tuple[int, ...]:
 def _read_date_styles(styles: bytes) -> tuple[int, ...]:
     """Per cellXfs index: how a number in that style reads — 0 a number, 1 a date (a pure
     y/m/d format), 2 anything else that may be a date or time (calamine decides)."""
+    if not _well_formed(styles):
+        raise ValueError("styles part is not well-formed XML")  # calamine's refusal: CORRUPT_WORKBOOK
     xfs = _CELL_XFS.search(styles)
     if xfs is None or b":xf" in styles or b"<!--" in styles or b"CDATA[" in styles:
         raise _Unusual("styles")
@@ -1010,10 +1013,7 @@ class _Reader:
             styles = self.extra.get("styles")
             dates: tuple[int, ...] = ()
             if styles is not None and styles in names:
-                raw = read_bounded(self.zf, styles, 4 * 1024 * 1024)
-                if not _cached(_well_formed, raw):
-                    raise ValueError("styles part is not well-formed XML")  # calamine's refusal: CORRUPT_WORKBOOK
-                dates = _date_styles(raw)
+                dates = _date_styles(read_bounded(self.zf, styles, 4 * 1024 * 1024))
             self._common = (strings, dates, "date1904" in self.extra)
         return self._common
 
